@@ -1,0 +1,108 @@
+// PageCache: VmiCore's bounded cache of guest pages, Gfn -> MappedPage.
+//
+// Fixed capacity in entries (default 8192: 32 MiB of page bytes when every
+// page is an owned 4 KiB copy; live pages cost no copy). Lookup, insert and
+// eviction are O(1) (eviction amortised), and nothing allocates once the cache
+// is constructed except the pages themselves.
+//
+// Replacement is CLOCK (second chance), not exact LRU: a hit only sets a
+// reference byte in the entry's slot, where an LRU list would splice three
+// entries (six pointer writes across three cache lines) on every hit, and the
+// hit is the hot path of every guest read. CLOCK keeps every entry used since
+// the hand last passed it and evicts one that was not. The exact victim order
+// is specified in core/cache/internal/bounded_cache.h.
+//
+// Bookkeeping per entry (x86-64): a 48-byte slot (state, Gfn, MappedPage
+// handle), ~34 bytes of hash index (16-byte key/slot pair plus one control
+// byte, in a table sized for the capacity at load <= 7/8, so 16383 buckets for
+// 8192 entries) and 4 bytes of free list: about 86 bytes, i.e. ~700 KiB for
+// 8192 entries. Each MappedPage also has its shared state (~100 bytes),
+// allocated by whoever made the page.
+//
+// Coherence: a live page never goes stale; an owned copy does when the guest
+// or VMI writes the frame, so the owner must Erase it (or Insert the new
+// contents) on every write it makes.
+//
+// Thread-safety: thread-compatible. Find records statistics and recency, so
+// even concurrent Finds need external synchronisation.
+
+#ifndef VMI_CORE_CACHE_PAGE_CACHE_H_
+#define VMI_CORE_CACHE_PAGE_CACHE_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/cache/cache_stats.h"
+#include "core/cache/internal/bounded_cache.h"
+#include "core/mapped_page.h"
+#include "core/types.h"
+
+namespace vmi {
+
+class PageCache {
+ public:
+  static constexpr size_t kDefaultCapacity = 8192;
+  using Stats = CacheStats;
+
+  explicit PageCache(size_t capacity = kDefaultCapacity);
+
+  // The cached page of `gfn`, or nullptr (a miss; not counted while
+  // disabled). A hit marks the entry as recently used. The pointer stays
+  // valid until the next call other than Find, Contains or the accessors; in
+  // particular an Insert may evict it.
+  const MappedPage* Find(Gfn gfn) { return cache_.Find(gfn); }
+
+  // Whether `gfn` is cached; neither counted nor marked as used.
+  bool Contains(Gfn gfn) const { return cache_.Peek(gfn) != nullptr; }
+
+  // Caches `page` for `gfn`, replacing an existing entry and evicting by
+  // policy when full, and returns the stored page. When disabled or of
+  // capacity 0 nothing is cached, but the returned page is still held (and
+  // usable) until the next call other than Find, Contains or the accessors.
+  // An invalid (empty) page is never cached: the entry for `gfn`, if any, is
+  // erased and the empty page returned.
+  const MappedPage& Insert(Gfn gfn, MappedPage page);
+
+  // Drops the entry of `gfn`; false if there was none.
+  bool Erase(Gfn gfn);
+  // Drops every entry (not counted as evictions).
+  void Clear() { cache_.Clear(); }
+  // Sets the capacity, evicting by policy down to it. 0 caches nothing.
+  void Resize(size_t capacity) { cache_.Resize(capacity); }
+  // Disabling clears the cache; while disabled Find always misses (uncounted)
+  // and Insert stores nothing.
+  void SetEnabled(bool enabled) { cache_.SetEnabled(enabled); }
+  bool enabled() const { return cache_.enabled(); }
+
+  size_t size() const { return cache_.size(); }
+  size_t capacity() const { return cache_.capacity(); }
+  const Stats& stats() const { return cache_.stats(); }
+  void ResetStats() { cache_.ResetStats(); }
+
+  // Bytes held: bookkeeping plus the bytes of owned pages (live pages are
+  // guest memory mapped by the driver and not counted).
+  size_t MemoryUsage() const { return cache_.MemoryUsage() + cache_.listener().owned_bytes; }
+  // The bookkeeping part alone.
+  size_t OverheadBytes() const { return cache_.MemoryUsage(); }
+
+ private:
+  struct GfnHash {
+    size_t operator()(Gfn gfn) const { return cache_internal::Mix64(gfn.value()); }
+  };
+  struct OwnedBytes {
+    size_t owned_bytes = 0;
+    void OnInsert(Gfn, const MappedPage& page) {
+      if (page.is_owned()) owned_bytes += page.size();
+    }
+    void OnRemove(Gfn, const MappedPage& page) {
+      if (page.is_owned()) owned_bytes -= page.size();
+    }
+    void OnClear() { owned_bytes = 0; }
+  };
+
+  cache_internal::BoundedCache<Gfn, MappedPage, GfnHash, OwnedBytes> cache_;
+};
+
+}  // namespace vmi
+
+#endif  // VMI_CORE_CACHE_PAGE_CACHE_H_
