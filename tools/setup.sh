@@ -20,7 +20,9 @@ if [ "${ID:-}" != "debian" ]; then
   die "unsupported distribution '${ID:-unknown}': needs Debian 12+ with apt (packages: bazel-bootstrap libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libxen-dev and Unicorn >= 2.1 development files)"
 fi
 
-PACKAGES=(bazel-bootstrap g++ pkg-config libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libxen-dev)
+# clang + libclang-rt: the dump parsers' libFuzzer targets; CLI11 + nlohmann-json: the vmi CLI.
+PACKAGES=(bazel-bootstrap g++ pkg-config python3 libabsl-dev libgtest-dev libgmock-dev
+          libbenchmark-dev libxen-dev clang libclang-rt-14-dev libcli11-dev nlohmann-json3-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
