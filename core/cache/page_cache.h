@@ -13,11 +13,15 @@
 // is specified in core/cache/internal/bounded_cache.h.
 //
 // Bookkeeping per entry (x86-64): a 48-byte slot (state, Gfn, MappedPage
-// handle), ~34 bytes of hash index (16-byte key/slot pair plus one control
-// byte, in a table sized for the capacity at load <= 7/8, so 16383 buckets for
-// 8192 entries) and 4 bytes of free list: about 86 bytes, i.e. ~700 KiB for
-// 8192 entries. Each MappedPage also has its shared state (~100 bytes),
-// allocated by whoever made the page.
+// handle), ~34 bytes of hash index (a 16-byte key/slot pair plus a control
+// byte; absl sizes a table reserved for 8192 entries at 16383 buckets), 4
+// bytes of memo and 4 of free list: about 90 bytes, ~720 KiB for 8192
+// entries. Each MappedPage also has its shared state (~100 bytes), allocated
+// by whoever made the page.
+//
+// Hit cost: the key's hash picks an entry of a direct-mapped memo (one uint32
+// per entry, up to 16384) naming the slot last found for that hash; when the
+// slot holds the key, that is the hit, else one absl::flat_hash_map probe.
 //
 // Coherence: a live page never goes stale; an owned copy does when the guest
 // or VMI writes the frame, so the owner must Erase it (or Insert the new

@@ -26,7 +26,8 @@ V2pEntry V2pEntry::FromTranslation(Va va, const PageTranslation& translation) {
   const uint64_t size = translation.page_size;
   if (size >= (uint64_t{1} << kPageShift) && (size & (size - 1)) == 0) {
     // The 4 KiB piece of the mapping page that holds `va`.
-    entry.page_pa = Pa((translation.pa.value() & ~(size - 1)) | (va.value() & (size - 1) & ~kOffsetMask));
+    entry.page_pa =
+        Pa((translation.pa.value() & ~(size - 1)) | (va.value() & (size - 1) & ~kOffsetMask));
   } else {
     entry.page_pa = Pa(translation.pa.value() & ~kOffsetMask);
   }
@@ -68,12 +69,14 @@ bool V2pCache::Erase(Pa root, Va va) { return cache_.Erase(KeyOf(root, va)); }
 
 size_t V2pCache::EraseRoot(Pa root) {
   if (cache_.size() == 0) return 0;
-  return cache_.EraseIf([r = root.value()](const Key& key, const V2pEntry&) { return key.root == r; });
+  return cache_.EraseIf(
+      [r = root.value()](const Key& key, const V2pEntry&) { return key.root == r; });
 }
 
 size_t V2pCache::InvalidateTableGfn(Gfn gfn) {
   if (!IsTableGfn(gfn)) return 0;
-  return cache_.EraseIf([gfn](const Key&, const V2pEntry& entry) { return entry.UsesTableGfn(gfn); });
+  return cache_.EraseIf(
+      [gfn](const Key&, const V2pEntry& entry) { return entry.UsesTableGfn(gfn); });
 }
 
 size_t V2pCache::TableGfnRefs(Gfn gfn) const {
@@ -83,8 +86,7 @@ size_t V2pCache::TableGfnRefs(Gfn gfn) const {
 
 size_t V2pCache::MemoryUsage() const {
   const auto& refs = cache_.listener().refs;
-  return cache_.MemoryUsage() +
-         refs.bucket_count() * (sizeof(std::pair<Gfn, uint32_t>) + 1);
+  return cache_.MemoryUsage() + refs.bucket_count() * (sizeof(std::pair<Gfn, uint32_t>) + 1);
 }
 
 }  // namespace vmi

@@ -16,9 +16,10 @@
 // Same structure and CLOCK policy as PageCache (see page_cache.h and
 // internal/bounded_cache.h). Bookkeeping per entry (x86-64): an 88-byte slot,
 // ~50 bytes of hash index (a 24-byte key/slot pair plus a control byte; absl
-// sizes a table reserved for 16384 entries at 32767 buckets) and 4 bytes of
-// free list: about 142 bytes, ~2.2 MiB for the default 16384 entries, plus
-// 17-34 bytes per distinct page-table frame for the reference counts.
+// sizes a table reserved for 16384 entries at 32767 buckets), 4 bytes of memo
+// and 4 of free list: about 146 bytes, ~2.3 MiB for the default 16384
+// entries, plus 17-34 bytes per distinct page-table frame for the reference
+// counts.
 //
 // Thread-safety: thread-compatible. Find records statistics and recency, so
 // even concurrent Finds need external synchronisation.
@@ -152,9 +153,7 @@ class V2pCache {
     void OnClear() { refs.clear(); }
   };
 
-  static Key KeyOf(Pa root, Va va) {
-    return Key{root.value(), va.value() >> V2pEntry::kPageShift};
-  }
+  static Key KeyOf(Pa root, Va va) { return Key{root.value(), va.value() >> V2pEntry::kPageShift}; }
 
   cache_internal::BoundedCache<Key, V2pEntry, KeyHash, TableRefs> cache_;
 };

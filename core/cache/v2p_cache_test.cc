@@ -243,8 +243,8 @@ TEST(V2pCacheTest, MemoryUsagePerEntry) {
 
 // Brute-force table-frame counts of what the cache holds, from the last
 // value inserted for every key (the cache holds a subset of those keys).
-std::map<uint64_t, size_t> BruteForceRefs(const V2pCache& cache,
-                                          const std::map<std::pair<uint64_t, uint64_t>, V2pEntry>& inserted) {
+std::map<uint64_t, size_t> BruteForceRefs(
+    const V2pCache& cache, const std::map<std::pair<uint64_t, uint64_t>, V2pEntry>& inserted) {
   std::map<uint64_t, size_t> refs;
   for (const auto& [key, entry] : inserted) {
     if (!cache.Contains(Pa(key.first), Va(key.second << 12))) continue;
