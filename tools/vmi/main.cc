@@ -1,24 +1,181 @@
-// vmi: prints the capabilities of this build. The full CLI (info, regs,
-// translate, read, idt, dump, watch, demo) replaces this with the CLI issue.
+// vmi: the command-line tool. One template instantiation per driver is
+// chosen at the top (--target); every subcommand is written once against the
+// capability concepts (commands.h, watch.h, dump_cmd.h, demo.h).
+//
+//   vmi [--target sim|sim:<program>|dump:<file>|xen:<domid|name>] [--json] <subcommand> ...
 
+#include <csignal>
 #include <cstdio>
-#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
 
-#include "core/driver.h"
-#include "core/types.h"
+#include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "drivers/dump/dump_driver.h"
+#include "tools/vmi/commands.h"
+#include "tools/vmi/demo.h"
+#include "tools/vmi/dump_cmd.h"
+#include "tools/vmi/targets.h"
+#include "tools/vmi/watch.h"
+
+namespace vmi::cli {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void OnSignal(int) { g_interrupted.store(true); }
+
+struct Args {
+  std::string target = "sim";
+  bool json = false;
+  uint16_t vcpu = 0;
+  std::string root;
+  std::string address;
+  std::string length;
+  bool phys = false;
+  std::string as = "hex";
+  std::string out;
+  std::string format = "elf";
+  std::vector<std::string> breaks, writes;
+  bool cr3 = false;
+  uint64_t count = 0;
+  std::string duration;
+};
+
+absl::StatusOr<AddressSpace> Space(const Args& a) {
+  AddressSpace s;
+  s.vcpu = a.vcpu;
+  if (!a.root.empty()) {
+    VMI_ASSIGN_OR_RETURN(uint64_t root, ParseNumber(a.root));
+    s.root = root;
+  }
+  return s;
+}
+
+absl::StatusOr<ReadAs> ParseAs(const std::string& as) {
+  if (as == "hex") return ReadAs::kHex;
+  if (as == "u8") return ReadAs::kU8;
+  if (as == "u16") return ReadAs::kU16;
+  if (as == "u32") return ReadAs::kU32;
+  if (as == "u64") return ReadAs::kU64;
+  if (as == "string") return ReadAs::kString;
+  if (as == "wstring") return ReadAs::kWString;
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "--as %s: expected hex, u8, u16, u32, u64, string or wstring", as));
+}
+
+// Runs the chosen subcommand on an opened target.
+template <VmiDriver D>
+int Run(VmiCore<D>& core, const std::string& driver_name, const std::string& command,
+        const Args& a, const Io& io) {
+  if (command == "info") return CmdInfo(core, driver_name, io);
+  if (command == "regs") return CmdRegs(core, a.vcpu, io);
+  if (command == "idt") return CmdIdt(core, a.vcpu, io);
+  if (command == "translate" || command == "read") {
+    absl::StatusOr<uint64_t> address = ParseNumber(a.address);
+    if (!address.ok()) return Fail(io, command, address.status(), kExitUsage);
+    absl::StatusOr<AddressSpace> space = Space(a);
+    if (!space.ok()) return Fail(io, command + " --root", space.status(), kExitUsage);
+    if (command == "translate") return CmdTranslate(core, *address, *space, io);
+    absl::StatusOr<ReadAs> as = ParseAs(a.as);
+    if (!as.ok()) return Fail(io, "read", as.status(), kExitUsage);
+    uint64_t length = (*as == ReadAs::kHex) ? 256 : (*as == ReadAs::kString || *as == ReadAs::kWString) ? 4096 : 1;
+    if (!a.length.empty()) {
+      absl::StatusOr<uint64_t> l = ParseNumber(a.length);
+      if (!l.ok()) return Fail(io, "read <len>", l.status(), kExitUsage);
+      length = *l;
+    }
+    return CmdRead(core, *address, length, a.phys, *space, *as, io);
+  }
+  if (command == "dump") {
+    absl::StatusOr<dump::DumpFormat> format = dump::ParseDumpFormat(a.format);
+    if (!format.ok()) return Fail(io, "dump --format", format.status(), kExitUsage);
+    return CmdDump(core, a.out, *format, io);
+  }
+  if (command == "watch") {
+    WatchOptions w;
+    for (const auto& b : a.breaks) {
+      absl::StatusOr<uint64_t> v = ParseNumber(b);
+      if (!v.ok()) return Fail(io, "watch --break", v.status(), kExitUsage);
+      w.breakpoints.push_back(*v);
+    }
+    for (const auto& b : a.writes) {
+      absl::StatusOr<uint64_t> v = ParseNumber(b);
+      if (!v.ok()) return Fail(io, "watch --write", v.status(), kExitUsage);
+      w.write_watches.push_back(*v);
+    }
+    w.cr3 = a.cr3;
+    if (a.count) w.count = a.count;
+    if (!a.duration.empty()) {
+      absl::Duration d;
+      if (!absl::ParseDuration(a.duration, &d)) {
+        return Fail(io, "watch --for",
+                    absl::InvalidArgumentError("expected a duration such as 5s or 250ms"), kExitUsage);
+      }
+      w.duration = d;
+    }
+    if (!w.count && !w.duration) w.duration = absl::Seconds(10);
+    w.interrupted = &g_interrupted;
+    return CmdWatch(core, w, io);
+  }
+  if (command == "demo") return CmdDemo(core, driver_name, io);
+  return Fail(io, command, absl::InvalidArgumentError("unknown subcommand"), kExitUsage);
+}
+
+}  // namespace
+}  // namespace vmi::cli
 
 int main(int argc, char** argv) {
-  const char* job = argc > 1 ? argv[1] : "capabilities";
-  std::printf("vmi: virtual machine introspection framework\n");
-  std::printf("job: %s\n", job);
-  std::printf("capability concepts: VmiDriver VmiRead VmiWrite VmiQueryProtection "
-              "VmiSetProtection VmiQueryRegisters VmiSetRegisters VmiViewControl "
-              "VmiEventControl VmiVmControl\n");
-  std::printf("architectures: (none yet: arch/amd64 lands with its issue)\n");
-  std::printf("drivers: (none yet: sim, xen and dump land with their issues)\n");
-  if (std::strcmp(job, "capabilities") != 0 && std::strcmp(job, "demo") != 0) {
-    std::fprintf(stderr, "vmi: unknown job '%s' (this build knows: capabilities, demo)\n", job);
-    return 2;
+  using namespace vmi::cli;
+  Args a;
+  CLI::App app{"vmi: virtual machine introspection (simulated guest, memory dumps, Xen)"};
+  app.fallthrough();
+  app.require_subcommand(1, 1);
+  app.add_option("-t,--target", a.target,
+                 "sim (default) | sim:<program> | dump:<file> | xen:<domid|name>");
+  app.add_flag("--json", a.json, "machine-readable output (JSON; JSON lines for watch)");
+
+  app.add_subcommand("info", "driver, vCPUs, max GFN, page size, paging mode per vCPU");
+  auto* regs = app.add_subcommand("regs", "the register set with decoded flags");
+  regs->add_option("--vcpu", a.vcpu, "vCPU number (default 0)");
+  auto* translate = app.add_subcommand("translate", "walk the page tables for a virtual address");
+  translate->add_option("va", a.address, "virtual address (hex 0x... or decimal)")->required();
+  translate->add_option("--root", a.root, "translation root (CR3); default: the vCPU's");
+  translate->add_option("--vcpu", a.vcpu, "vCPU whose CR3 and paging mode to use (default 0)");
+  auto* read = app.add_subcommand("read", "read guest memory");
+  read->add_option("addr", a.address, "address (virtual unless --phys)")->required();
+  read->add_option("len", a.length, "bytes (hex/string) or element count (u8..u64)");
+  read->add_flag("--phys", a.phys, "the address is guest-physical");
+  read->add_option("--as", a.as, "hex|u8|u16|u32|u64|string|wstring (default hex)");
+  read->add_option("--root", a.root, "translation root (CR3); default: the vCPU's");
+  read->add_option("--vcpu", a.vcpu, "vCPU whose address space to use (default 0)");
+  auto* idt = app.add_subcommand("idt", "the interrupt descriptor table");
+  idt->add_option("--vcpu", a.vcpu, "vCPU number (default 0)");
+  auto* dump = app.add_subcommand("dump", "physical memory to a file (atomic)");
+  dump->add_option("out", a.out, "output file")->required();
+  dump->add_option("--format", a.format, "raw|lime|elf|xen (default elf)");
+  auto* watch = app.add_subcommand("watch", "breakpoints, write watches and CR3 writes, one line per event");
+  watch->add_option("--break", a.breaks, "breakpoint at a virtual address (repeatable)");
+  watch->add_option("--write", a.writes, "watch writes to the page of a virtual address (repeatable)");
+  watch->add_flag("--cr3", a.cr3, "report CR3 writes");
+  watch->add_option("--count", a.count, "stop after N events");
+  watch->add_option("--for", a.duration, "stop after a duration, e.g. 5s (default 10s)");
+  app.add_subcommand("demo", "the guided tour on the embedded simulated guest");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  return 0;
+  const std::string command = app.get_subcommands().front()->get_name();
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  Io io{std::cout, std::cerr, a.json};
+  return WithTarget(a.target, io, [&](auto& core, const std::string& name) {
+    return Run(core, name, command, a, io);
+  });
 }
