@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "arch/amd64/amd64.h"
 #include "arch/amd64/events.h"
+#include "core/error.h"
 #include "core/event_loop.h"
 #include "core/session.h"
 #include "core/vmi_core.h"
@@ -72,24 +73,34 @@ class WatchHandler {
     core.SetPagingMode(Amd64::PagingModeOf(regs));
     const Pa root = Amd64::TranslationRoot(regs);
     absl::Status status = ArmAll(core, root);
-    if (!status.ok()) Disarm(core);
+    if (!status.ok()) {
+      absl::Status undo = Disarm(core);
+      if (!undo.ok()) return AnnotateStatus(status, std::string(undo.message()));
+    }
     return status;
   }
 
-  // Puts every byte and permission back (idempotent).
-  void Disarm(VmiCore<D>& core) {
+  // Puts every byte and permission back (idempotent). Each restore is tried
+  // twice; what still fails stays marked armed and is reported.
+  absl::Status Disarm(VmiCore<D>& core) {
+    absl::Status first;
+    auto retry = [&first](auto&& op) {
+      absl::Status s = op();
+      if (!s.ok()) s = op();
+      if (!s.ok() && first.ok()) first = s;
+      return s.ok();
+    };
     for (Breakpoint& bp : breakpoints_) {
-      if (bp.armed) {
-        core.WriteU8(AccessContext::Physical(bp.pa), bp.original).IgnoreError();
+      if (bp.armed && retry([&] { return core.WriteU8(AccessContext::Physical(bp.pa), bp.original); })) {
         bp.armed = false;
       }
     }
     for (WriteWatch& w : watches_) {
-      if (w.armed) {
-        core.SetMemoryAccess(w.gfn, kDefaultView, w.original).IgnoreError();
+      if (w.armed && retry([&] { return core.SetMemoryAccess(w.gfn, kDefaultView, w.original); })) {
         w.armed = false;
       }
     }
+    return first.ok() ? absl::OkStatus() : AnnotateStatus(first, "watch: disarm");
   }
 
   VmiEventResponse<Arch> HandleEvent(VmiContext<D>& ctx) {
@@ -106,7 +117,9 @@ class WatchHandler {
     return std::nullopt;
   }
 
-  void Cleanup(const VmiSession<D>& session) { Disarm(session.core()); }
+  void Cleanup(const VmiSession<D>& session) { cleanup_status_ = Disarm(session.core()); }
+  // What Cleanup could not restore, if anything.
+  const absl::Status& cleanup_status() const { return cleanup_status_; }
 
   const WatchSummary& summary() const { return summary_; }
 
@@ -232,6 +245,7 @@ class WatchHandler {
   std::vector<WriteWatch> watches_;
   absl::flat_hash_map<uint16_t, size_t> rearm_;  // vCPU -> breakpoint to re-arm after its step
   WatchSummary summary_;
+  absl::Status cleanup_status_;
 };
 
 // Arms, runs the event loop, disarms. The summary, or an error.
@@ -247,6 +261,7 @@ absl::StatusOr<WatchSummary> RunWatch(VmiCore<D>& core, const WatchOptions& opti
   loop.wait_timeout = options.wait_timeout;
   loop.interrupted = options.interrupted;
   VMI_ASSIGN_OR_RETURN(std::optional<WatchSummary> result, RunEventLoop(session, handler, loop));
+  VMI_RETURN_IF_ERROR(handler.cleanup_status());
   return result ? *result : handler.summary();
 }
 

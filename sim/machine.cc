@@ -1,0 +1,1542 @@
+#include "sim/machine.h"
+
+#include <sys/mman.h>
+#include <unicorn/unicorn.h>
+
+#include <algorithm>
+#include <bitset>
+#include <cstring>
+#include <deque>
+#include <set>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/error.h"
+#include "sim/internal/decode.h"
+#include "sim/internal/page_walk.h"
+#include "sim/internal/qemu_state.h"
+
+namespace vmi::sim {
+
+using sim_internal::CpuContext;
+using sim_internal::DecodedInsn;
+using sim_internal::InsnKind;
+using sim_internal::PagingState;
+using sim_internal::QemuStateHead;
+using sim_internal::WalkResult;
+
+namespace {
+
+constexpr uint64_t kPageSize = 4096;
+constexpr uint16_t kMaxVcpus = 8;
+constexpr uint32_t kTcgBufferSize = 32u << 20;
+
+constexpr uint32_t kMsrEfer = 0xc0000080, kMsrStar = 0xc0000081, kMsrLstar = 0xc0000082,
+                   kMsrCstar = 0xc0000083, kMsrFmask = 0xc0000084, kMsrKernelGsBase = 0xc0000102,
+                   kMsrTscAux = 0xc0000103, kMsrSysenterCs = 0x174, kMsrSysenterEsp = 0x175,
+                   kMsrSysenterEip = 0x176;
+
+constexpr uint32_t kDescG = 1u << 23, kDescB = 1u << 22, kDescL = 1u << 21, kDescP = 1u << 15,
+                   kDescS = 1u << 12, kDescCode = 1u << 11, kDescRw = 1u << 9, kDescA = 1u << 8;
+
+constexpr uint64_t kRflagsTf = 1u << 8, kRflagsIf = 1u << 9, kRflagsNt = 1u << 14,
+                   kRflagsRf = 1u << 16, kRflagsVm = 1u << 17;
+
+constexpr int kGprIds[16] = {UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX,
+                             UC_X86_REG_RSP, UC_X86_REG_RBP, UC_X86_REG_RSI, UC_X86_REG_RDI,
+                             UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+                             UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15};
+
+absl::Status UcError(const std::string& op, uc_err err) {
+  return absl::InternalError(absl::StrFormat("%s: %s", op, uc_strerror(err)));
+}
+
+uint32_t UcPerms(MemoryAccess a) {
+  uint32_t p = UC_PROT_NONE;
+  if (a.read()) p |= UC_PROT_READ;
+  if (a.write()) p |= UC_PROT_WRITE;
+  if (a.execute()) p |= UC_PROT_EXEC;
+  return p;
+}
+
+bool HasErrorCode(uint8_t vector) {
+  return vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 ||
+         vector == 29 || vector == 30;
+}
+
+uint64_t Reg(uc_engine* uc, int id) {
+  uint64_t v = 0;
+  uc_reg_read(uc, id, &v);
+  return v;
+}
+
+void SetReg(uc_engine* uc, int id, uint64_t v) { uc_reg_write(uc, id, &v); }
+
+// Unicorn 2.1's CR2 write falls through to the CR3 update: keep CR3.
+void WriteCr2(uc_engine* uc, uint64_t v) {
+  const uint64_t cr3 = Reg(uc, UC_X86_REG_CR3);
+  SetReg(uc, UC_X86_REG_CR2, v);
+  SetReg(uc, UC_X86_REG_CR3, cr3);
+}
+
+uint64_t ReadMsr(uc_engine* uc, uint32_t index) {
+  uc_x86_msr msr{index, 0};
+  if (uc_reg_read(uc, UC_X86_REG_MSR, &msr) != UC_ERR_OK) return 0;
+  return msr.value;
+}
+
+void WriteMsr(uc_engine* uc, uint32_t index, uint64_t value) {
+  uc_x86_msr msr{index, value};
+  uc_reg_write(uc, UC_X86_REG_MSR, &msr);
+}
+
+// What an Exit prints, for traces.
+std::string AccessName(MemoryAccess a) { return a.ToString(); }
+
+struct Monitors {
+  std::bitset<256> interrupts;  // vector 3: breakpoints
+  bool cr[5] = {false, false, false, false, false};
+  bool msr_all = false;
+  absl::flat_hash_set<uint32_t> msr_indices;
+  bool cpuid = false;
+  bool io = false;
+  bool vmcall = false;
+  bool vmcall_user = false;
+  bool descriptor = false;
+  bool AnyDecoded() const {
+    return cr[0] || cr[3] || cr[4] || msr_all || !msr_indices.empty() || cpuid || io ||
+           descriptor;
+  }
+};
+
+// A one-instruction step the vCPU takes before its next quantum.
+struct SpecialStep {
+  enum class Kind : uint8_t { kEmulate, kFastSingleStep } kind = Kind::kEmulate;
+  Gfn gfn;    // kEmulate: the frame whose access is granted for one step
+  View view;  // kFastSingleStep: the view to step in
+};
+
+// Per-vCPU state that belongs in a snapshot (besides the CPU context).
+struct VcpuBook {
+  View view = kDefaultView;
+  bool singlestep = false;
+  bool halted = false;
+  std::deque<Interrupt> injections;
+  bool skip_first_intercept = false;
+  std::optional<SpecialStep> special;
+};
+
+}  // namespace
+
+struct Vcpu {
+  Machine::Impl* m = nullptr;
+  uint16_t index = 0;
+  uc_engine* uc = nullptr;
+  VcpuBook book;
+
+  // What the engine currently enforces.
+  MemoryAccess applied_default = MemoryAccess::RWX();
+  absl::flat_hash_map<uint64_t, ViewEntry> applied;  // frames differing from {self, default}
+  std::optional<View> applied_view;
+  bool tb_dirty = false;
+  bool tlb_dirty = false;
+  uc_hook code_hook = 0;
+
+  // Recorded by hooks during one uc_emu_start.
+  std::optional<Exit> hook_exit;
+  std::optional<absl::Status> hook_error;
+  bool exception_pending = false;
+  uint32_t exception_vector = 0;
+  bool syscall_pending = false;
+  bool invalid_pending = false;
+  uint64_t last_block_start = 0;
+  uint64_t last_block_size = 0;
+
+  // The code hook's one-entry instruction TLB: the virtual page it last read
+  // instruction bytes from and where they are. Dropped at every
+  // uc_emu_start, MOV to CR and INVLPG, like a hardware TLB.
+  uint64_t fetch_page = ~0ull;
+  const uint8_t* fetch_host = nullptr;
+};
+
+struct Machine::Impl {
+  MachineOptions options;
+  uint8_t* ram = nullptr;
+  std::vector<std::unique_ptr<Vcpu>> vcpus;
+  ViewTable views{Gfn(0)};
+  Monitors monitors;
+  std::optional<Exit> pending;
+  size_t next_vcpu = 0;
+  bool paused = false;
+  std::string console;
+  uint64_t scheduled = 0;
+
+  ~Impl();
+
+  // --- helpers ---
+  absl::Status CheckVcpu(const char* op, VcpuId vcpu) const;
+  PagingState Paging(Vcpu& v) const;
+  // Host offset of guest-physical `pa` as vCPU `v` sees it through its view.
+  uint64_t Backing(const Vcpu& v, uint64_t pa) const;
+  // Reads/writes guest-virtual memory as `v` sees it (page tables are walked
+  // in guest-physical terms; the leaf frame goes through the view's remap).
+  bool ReadVirt(Vcpu& v, uint64_t va, uint8_t* out, size_t n) const;
+  bool WriteVirt(Vcpu& v, uint64_t va, const uint8_t* in, size_t n);
+  void MarkAllTranslationsDirty();
+
+  // --- views on engines ---
+  absl::Status ApplyEntry(Vcpu& v, Gfn gfn, ViewEntry want);
+  absl::Status ApplyView(Vcpu& v, View view);
+  absl::Status PrepareEngine(Vcpu& v);
+  absl::Status UpdateCodeHook(Vcpu& v);
+
+  // --- execution ---
+  absl::StatusOr<std::optional<Exit>> RunSlot(Vcpu& v, uint64_t* charged);
+  absl::StatusOr<std::optional<Exit>> Execute(Vcpu& v, uint64_t count, bool report_step);
+  absl::Status Deliver(Vcpu& v, uint8_t vector, std::optional<uint32_t> error_code,
+                       uint64_t return_rip);
+  absl::Status EmulateSyscall(Vcpu& v);
+  absl::StatusOr<uint64_t> GdtDescriptor(Vcpu& v, uint16_t selector);
+  Exit NewExit(Vcpu& v, ExitKind kind, uint64_t rip) const;
+
+  // --- hooks ---
+  static void HookCode(uc_engine* uc, uint64_t address, uint32_t size, void* user);
+  static void HookBlock(uc_engine* uc, uint64_t address, uint32_t size, void* user);
+  static void HookIntr(uc_engine* uc, uint32_t intno, void* user);
+  static bool HookInvalid(uc_engine* uc, void* user);
+  static bool HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, int size, int64_t value,
+                       void* user);
+  static bool HookUnmapped(uc_engine* uc, uc_mem_type type, uint64_t address, int size,
+                           int64_t value, void* user);
+  static void HookSyscall(uc_engine* uc, void* user);
+  static uint32_t HookIn(uc_engine* uc, uint32_t port, int size, void* user);
+  static void HookOut(uc_engine* uc, uint32_t port, int size, uint32_t value, void* user);
+};
+
+struct Snapshot::Data {
+  std::vector<uint8_t> ram;
+  std::vector<CpuContext> cpus;
+  std::vector<VcpuBook> books;
+  ViewTable views{Gfn(0)};
+  Monitors monitors;
+  std::optional<Exit> pending;
+  size_t next_vcpu = 0;
+  bool paused = false;
+  std::string console;
+  uint64_t scheduled = 0;
+};
+
+Snapshot::Snapshot(std::unique_ptr<Data> data) : data_(std::move(data)) {}
+Snapshot::~Snapshot() = default;
+
+// ---------------------------------------------------------------------------
+// Names and printing
+
+const char* ExitKindName(ExitKind kind) {
+  switch (kind) {
+    case ExitKind::kMemoryAccess:
+      return "memory_access";
+    case ExitKind::kBreakpoint:
+      return "breakpoint";
+    case ExitKind::kSingleStep:
+      return "singlestep";
+    case ExitKind::kControlRegister:
+      return "cr_write";
+    case ExitKind::kMsrWrite:
+      return "msr_write";
+    case ExitKind::kCpuid:
+      return "cpuid";
+    case ExitKind::kIo:
+      return "io";
+    case ExitKind::kVmcall:
+      return "vmcall";
+    case ExitKind::kDescriptorTable:
+      return "descriptor_table";
+  }
+  return "?";
+}
+
+const char* DescriptorOpName(DescriptorOp op) {
+  static constexpr const char* kNames[] = {"lgdt", "lidt", "lldt", "ltr",
+                                           "sgdt", "sidt", "sldt", "str"};
+  return kNames[static_cast<int>(op)];
+}
+
+std::string Exit::ToString() const {
+  std::string s =
+      absl::StrFormat("vcpu=%s view=%s %s rip=0x%x", vcpu, view, ExitKindName(kind), rip);
+  switch (kind) {
+    case ExitKind::kMemoryAccess:
+      absl::StrAppendFormat(&s, " gpa=%s gla=%s access=%s", gpa,
+                            gla_valid ? gla.ToString() : std::string("invalid"),
+                            AccessName(access));
+      break;
+    case ExitKind::kBreakpoint:
+      absl::StrAppendFormat(&s, " gpa=%s len=%u", gpa, insn_length);
+      break;
+    case ExitKind::kSingleStep:
+      break;
+    case ExitKind::kControlRegister:
+      absl::StrAppendFormat(&s, " cr%u old=0x%x new=0x%x", cr, old_value, new_value);
+      break;
+    case ExitKind::kMsrWrite:
+      absl::StrAppendFormat(&s, " msr=0x%x old=0x%x new=0x%x", msr, old_value, new_value);
+      break;
+    case ExitKind::kCpuid:
+      absl::StrAppendFormat(&s, " leaf=0x%x subleaf=0x%x", leaf, subleaf);
+      break;
+    case ExitKind::kIo:
+      absl::StrAppendFormat(&s, " port=0x%x size=%u %s%s", port, io_size, io_in ? "in" : "out",
+                            io_string ? " string" : "");
+      break;
+    case ExitKind::kVmcall:
+      break;
+    case ExitKind::kDescriptorTable:
+      absl::StrAppendFormat(&s, " op=%s", DescriptorOpName(descriptor_op));
+      break;
+    case ExitKind::kInterrupt:
+      absl::StrAppendFormat(&s, " vector=%u", vector);
+      if (has_error_code) absl::StrAppendFormat(&s, " error_code=0x%x", error_code);
+      if (insn_length > 0) absl::StrAppendFormat(&s, " len=%u", insn_length);
+      break;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Creation
+
+Machine::Impl::~Impl() {
+  for (auto& v : vcpus) {
+    if (v->uc != nullptr) uc_close(v->uc);
+  }
+  if (ram != nullptr) munmap(ram, options.ram_size);
+}
+
+Machine::Machine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Machine::~Machine() = default;
+
+absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(const MachineOptions& options) {
+  if (options.ram_size == 0 || options.ram_size % kPageSize != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "create_machine(ram_size=0x%x): not a non-zero multiple of 4096", options.ram_size));
+  }
+  if (options.vcpu_count < 1 || options.vcpu_count > kMaxVcpus) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "create_machine(vcpu_count=%u): must be 1..%u", options.vcpu_count, kMaxVcpus));
+  }
+  if (options.quantum == 0) {
+    return absl::InvalidArgumentError("create_machine(quantum=0): must be positive");
+  }
+  VMI_RETURN_IF_ERROR(sim_internal::GetQemuLayout().status());
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  void* ram = mmap(nullptr, options.ram_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (ram == MAP_FAILED) {
+    return ErrnoError(absl::StrFormat("create_machine(ram_size=0x%x): mmap", options.ram_size),
+                      errno);
+  }
+  impl->ram = static_cast<uint8_t*>(ram);
+  impl->views = ViewTable(Gfn(options.ram_size / kPageSize - 1));
+  for (uint16_t i = 0; i < options.vcpu_count; ++i) {
+    auto v = std::make_unique<Vcpu>();
+    v->m = impl.get();
+    v->index = i;
+    if (uc_err e = uc_open(UC_ARCH_X86, UC_MODE_64, &v->uc); e != UC_ERR_OK) {
+      return UcError(absl::StrFormat("create_machine: vcpu %u: uc_open", i), e);
+    }
+    // Unicorn's default translation buffer is 1 GiB, which costs ~150 ms
+    // to set up per engine; guest programs here need far less.
+    uc_ctl_set_tcg_buffer_size(v->uc, kTcgBufferSize);
+    if (uc_err e = uc_mem_map_ptr(v->uc, 0, options.ram_size, UC_PROT_ALL, impl->ram);
+        e != UC_ERR_OK) {
+      uc_close(v->uc);
+      v->uc = nullptr;
+      return UcError(absl::StrFormat("create_machine: vcpu %u: uc_mem_map_ptr", i), e);
+    }
+    Vcpu* raw = v.get();
+    uc_hook h;
+    struct HookSpec {
+      int type;
+      void* fn;
+      int insn;
+    };
+    const HookSpec specs[] = {
+        {UC_HOOK_INTR, reinterpret_cast<void*>(&Impl::HookIntr), -1},
+        {UC_HOOK_INSN_INVALID, reinterpret_cast<void*>(&Impl::HookInvalid), -1},
+        {UC_HOOK_MEM_PROT, reinterpret_cast<void*>(&Impl::HookProt), -1},
+        {UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(&Impl::HookUnmapped), -1},
+        {UC_HOOK_BLOCK, reinterpret_cast<void*>(&Impl::HookBlock), -1},
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookSyscall), UC_X86_INS_SYSCALL},
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookIn), UC_X86_INS_IN},
+        {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookOut), UC_X86_INS_OUT},
+    };
+    for (const HookSpec& spec : specs) {
+      uc_err e = spec.insn < 0 ? uc_hook_add(v->uc, &h, spec.type, spec.fn, raw, 1, 0)
+                               : uc_hook_add(v->uc, &h, spec.type, spec.fn, raw, 1, 0, spec.insn);
+      if (e != UC_ERR_OK) {
+        uc_close(v->uc);
+        v->uc = nullptr;
+        return UcError(absl::StrFormat("create_machine: vcpu %u: uc_hook_add", i), e);
+      }
+    }
+    impl->vcpus.push_back(std::move(v));
+  }
+  return std::unique_ptr<Machine>(new Machine(std::move(impl)));
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+absl::Status Machine::Impl::CheckVcpu(const char* op, VcpuId vcpu) const {
+  if (vcpu.value() >= vcpus.size()) {
+    return absl::NotFoundError(
+        absl::StrFormat("%s(vcpu=%s): no such vcpu (machine has %u)", op, vcpu, vcpus.size()));
+  }
+  return absl::OkStatus();
+}
+
+PagingState Machine::Impl::Paging(Vcpu& v) const {
+  PagingState p;
+  p.paging = (Reg(v.uc, UC_X86_REG_CR0) >> 31) & 1;
+  p.la57 = (Reg(v.uc, UC_X86_REG_CR4) >> 12) & 1;
+  p.cr3 = Reg(v.uc, UC_X86_REG_CR3);
+  return p;
+}
+
+uint64_t Machine::Impl::Backing(const Vcpu& v, uint64_t pa) const {
+  const Gfn gfn(pa / kPageSize);
+  if (!views.Exists(v.book.view)) return pa;
+  return views.Lookup(v.book.view, gfn).backing.value() * kPageSize + (pa % kPageSize);
+}
+
+bool Machine::Impl::ReadVirt(Vcpu& v, uint64_t va, uint8_t* out, size_t n) const {
+  const PagingState p = Paging(v);
+  while (n > 0) {
+    const WalkResult w = sim_internal::Walk(ram, options.ram_size, p, va);
+    if (!w.present || w.pa >= options.ram_size) return false;
+    const size_t chunk = std::min<uint64_t>(n, kPageSize - (va & (kPageSize - 1)));
+    std::memcpy(out, ram + Backing(v, w.pa), chunk);
+    out += chunk;
+    va += chunk;
+    n -= chunk;
+  }
+  return true;
+}
+
+bool Machine::Impl::WriteVirt(Vcpu& v, uint64_t va, const uint8_t* in, size_t n) {
+  const PagingState p = Paging(v);
+  while (n > 0) {
+    const WalkResult w = sim_internal::Walk(ram, options.ram_size, p, va);
+    if (!w.present || w.pa >= options.ram_size) return false;
+    const size_t chunk = std::min<uint64_t>(n, kPageSize - (va & (kPageSize - 1)));
+    std::memcpy(ram + Backing(v, w.pa), in, chunk);
+    in += chunk;
+    va += chunk;
+    n -= chunk;
+  }
+  return true;
+}
+
+void Machine::Impl::MarkAllTranslationsDirty() {
+  for (auto& v : vcpus) {
+    v->tb_dirty = true;
+    v->tlb_dirty = true;
+  }
+}
+
+Exit Machine::Impl::NewExit(Vcpu& v, ExitKind kind, uint64_t rip) const {
+  Exit e;
+  e.vcpu = VcpuId(v.index);
+  e.view = v.book.view;
+  e.kind = kind;
+  e.rip = rip;
+  return e;
+}
+
+// ---------------------------------------------------------------------------
+// Views on engines
+
+absl::Status Machine::Impl::ApplyEntry(Vcpu& v, Gfn gfn, ViewEntry want) {
+  ViewEntry cur{gfn, v.applied_default};
+  if (auto it = v.applied.find(gfn.value()); it != v.applied.end()) cur = it->second;
+  if (cur == want) return absl::OkStatus();
+  const uint64_t gpa = gfn.value() * kPageSize;
+  if (cur.backing != want.backing) {
+    if (uc_err e = uc_mem_unmap(v.uc, gpa, kPageSize); e != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_unmap", v.index, gfn), e);
+    }
+    if (uc_err e = uc_mem_map_ptr(v.uc, gpa, kPageSize, UcPerms(want.access),
+                                  ram + want.backing.value() * kPageSize);
+        e != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_map_ptr", v.index, gfn),
+                     e);
+    }
+    v.tb_dirty = true;
+  } else if (uc_err e = uc_mem_protect(v.uc, gpa, kPageSize, UcPerms(want.access));
+             e != UC_ERR_OK) {
+    return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_protect", v.index, gfn), e);
+  }
+  if (want == ViewEntry{gfn, v.applied_default}) {
+    v.applied.erase(gfn.value());
+  } else {
+    v.applied[gfn.value()] = want;
+  }
+  v.tlb_dirty = true;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::Impl::ApplyView(Vcpu& v, View view) {
+  VMI_ASSIGN_OR_RETURN(MemoryAccess def, views.DefaultAccess(view));
+  if (def != v.applied_default) {
+    if (uc_err e = uc_mem_protect(v.uc, 0, options.ram_size, UcPerms(def)); e != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, view=%s): uc_mem_protect", v.index, view),
+                     e);
+    }
+    v.applied_default = def;
+    for (auto it = v.applied.begin(); it != v.applied.end();) {
+      it->second.access = def;
+      if (it->second.backing.value() == it->first) {
+        v.applied.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    v.tlb_dirty = true;
+  }
+  const std::vector<Gfn> targets = views.Overrides(view);
+  const std::set<uint64_t> target_set = [&] {
+    std::set<uint64_t> s;
+    for (Gfn g : targets) s.insert(g.value());
+    return s;
+  }();
+  std::vector<uint64_t> stale;
+  for (const auto& [gfn, entry] : v.applied) {
+    if (!target_set.contains(gfn)) stale.push_back(gfn);
+  }
+  std::sort(stale.begin(), stale.end());
+  for (uint64_t gfn : stale) VMI_RETURN_IF_ERROR(ApplyEntry(v, Gfn(gfn), {Gfn(gfn), def}));
+  for (Gfn gfn : targets) VMI_RETURN_IF_ERROR(ApplyEntry(v, gfn, views.Lookup(view, gfn)));
+  v.applied_view = view;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::Impl::UpdateCodeHook(Vcpu& v) {
+  const bool want = monitors.AnyDecoded();
+  if (want && v.code_hook == 0) {
+    if (uc_err e = uc_hook_add(v.uc, &v.code_hook, UC_HOOK_CODE,
+                               reinterpret_cast<void*>(&Impl::HookCode), &v, 1, 0);
+        e != UC_ERR_OK) {
+      v.code_hook = 0;
+      return UcError(absl::StrFormat("set_monitor(vcpu=%u): uc_hook_add(code)", v.index), e);
+    }
+    v.tb_dirty = true;
+  } else if (!want && v.code_hook != 0) {
+    uc_hook_del(v.uc, v.code_hook);
+    v.code_hook = 0;
+    v.tb_dirty = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
+  VMI_RETURN_IF_ERROR(UpdateCodeHook(v));
+  VMI_RETURN_IF_ERROR(ApplyView(v, v.book.view));
+  if (v.tb_dirty) {
+    uc_ctl_flush_tb(v.uc);
+    v.tb_dirty = false;
+    v.tlb_dirty = true;
+  }
+  if (v.tlb_dirty) {
+    uc_ctl_flush_tlb(v.uc);
+    v.tlb_dirty = false;
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Hooks
+
+void Machine::Impl::HookCode(uc_engine* uc, uint64_t address, uint32_t size, void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  Impl* m = v->m;
+  if (v->book.skip_first_intercept) {
+    v->book.skip_first_intercept = false;
+    return;
+  }
+  uint8_t bytes[16] = {};
+  const size_t n = std::min<uint32_t>(size == 0 ? 15 : size, 15);
+  const uint64_t page = address & ~(kPageSize - 1);
+  if (page == v->fetch_page && (address & (kPageSize - 1)) + n <= kPageSize) {
+    std::memcpy(bytes, v->fetch_host + (address & (kPageSize - 1)), n);
+  } else {
+    if (!m->ReadVirt(*v, address, bytes, n)) return;
+    const WalkResult w = sim_internal::Walk(m->ram, m->options.ram_size, m->Paging(*v), page);
+    if (w.present && w.pa < m->options.ram_size) {
+      v->fetch_page = page;
+      v->fetch_host = m->ram + m->Backing(*v, w.pa);
+    }
+  }
+  const DecodedInsn d = sim_internal::Decode(bytes, n);
+  if (d.kind == InsnKind::kOther) return;
+  if (d.kind == InsnKind::kMovToCr || d.kind == InsnKind::kInvlpg || d.kind == InsnKind::kLmsw ||
+      d.kind == InsnKind::kClts) {
+    v->fetch_page = ~0ull;  // the translation may change
+  }
+  std::optional<Exit> exit;
+  auto make = [&](ExitKind kind) {
+    exit = m->NewExit(*v, kind, address);
+    exit->insn_length = static_cast<uint8_t>(size);
+  };
+  switch (d.kind) {
+    case InsnKind::kMovToCr:
+      if (d.cr < 5 && m->monitors.cr[d.cr]) {
+        make(ExitKind::kControlRegister);
+        exit->cr = d.cr;
+        static constexpr int kCrIds[5] = {UC_X86_REG_CR0, UC_X86_REG_CR1, UC_X86_REG_CR2,
+                                          UC_X86_REG_CR3, UC_X86_REG_CR4};
+        exit->old_value = Reg(uc, kCrIds[d.cr]);
+        exit->new_value = Reg(uc, kGprIds[d.gpr]);
+      }
+      break;
+    case InsnKind::kClts:
+    case InsnKind::kLmsw:
+      if (m->monitors.cr[0]) {
+        make(ExitKind::kControlRegister);
+        exit->cr = 0;
+        exit->old_value = Reg(uc, UC_X86_REG_CR0);
+        exit->new_value = d.kind == InsnKind::kClts
+                              ? exit->old_value & ~uint64_t{8}
+                              : (exit->old_value & ~uint64_t{0xf}) |
+                                    (Reg(uc, kGprIds[d.gpr]) & 0xf) | (exit->old_value & 1);
+      }
+      break;
+    case InsnKind::kWrmsr:
+      if (m->monitors.msr_all ||
+          m->monitors.msr_indices.contains(static_cast<uint32_t>(Reg(uc, UC_X86_REG_RCX)))) {
+        make(ExitKind::kMsrWrite);
+        exit->msr = static_cast<uint32_t>(Reg(uc, UC_X86_REG_RCX));
+        exit->old_value = ReadMsr(uc, exit->msr);
+        exit->new_value = (Reg(uc, UC_X86_REG_RDX) << 32) | (Reg(uc, UC_X86_REG_RAX) & 0xffffffffu);
+      }
+      break;
+    case InsnKind::kCpuid:
+      if (m->monitors.cpuid) {
+        make(ExitKind::kCpuid);
+        exit->leaf = static_cast<uint32_t>(Reg(uc, UC_X86_REG_RAX));
+        exit->subleaf = static_cast<uint32_t>(Reg(uc, UC_X86_REG_RCX));
+      }
+      break;
+    case InsnKind::kIo:
+      if (m->monitors.io) {
+        make(ExitKind::kIo);
+        exit->port =
+            d.io_port_in_dx ? static_cast<uint16_t>(Reg(uc, UC_X86_REG_RDX)) : d.io_port_imm;
+        exit->io_size = d.io_size;
+        exit->io_in = d.io_in;
+        exit->io_string = d.io_string;
+      }
+      break;
+    case InsnKind::kLgdt:
+    case InsnKind::kLidt:
+    case InsnKind::kLldt:
+    case InsnKind::kLtr:
+    case InsnKind::kSgdt:
+    case InsnKind::kSidt:
+    case InsnKind::kSldt:
+    case InsnKind::kStr:
+      if (m->monitors.descriptor) {
+        make(ExitKind::kDescriptorTable);
+        static constexpr DescriptorOp kOps[] = {
+            DescriptorOp::kLgdt, DescriptorOp::kLidt, DescriptorOp::kLldt, DescriptorOp::kLtr,
+            DescriptorOp::kSgdt, DescriptorOp::kSidt, DescriptorOp::kSldt, DescriptorOp::kStr};
+        exit->descriptor_op = kOps[static_cast<int>(d.kind) - static_cast<int>(InsnKind::kLgdt)];
+      }
+      break;
+    default:
+      break;
+  }
+  if (exit.has_value()) {
+    v->hook_exit = std::move(exit);
+    uc_emu_stop(uc);
+  }
+}
+
+void Machine::Impl::HookBlock(uc_engine*, uint64_t address, uint32_t size, void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  v->last_block_start = address;
+  v->last_block_size = size;
+}
+
+void Machine::Impl::HookIntr(uc_engine* uc, uint32_t intno, void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  v->exception_pending = true;
+  v->exception_vector = intno;
+  uc_emu_stop(uc);
+}
+
+bool Machine::Impl::HookInvalid(uc_engine*, void* user) {
+  static_cast<Vcpu*>(user)->invalid_pending = true;
+  return false;
+}
+
+bool Machine::Impl::HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, int, int64_t,
+                             void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  Impl* m = v->m;
+  const uint64_t rip = Reg(uc, UC_X86_REG_RIP);
+  Exit e = m->NewExit(*v, ExitKind::kMemoryAccess, rip);
+  e.gpa = Pa(address);
+  e.access = type == UC_MEM_WRITE_PROT   ? MemoryAccess::W()
+             : type == UC_MEM_FETCH_PROT ? MemoryAccess::X()
+                                         : MemoryAccess::R();
+  // The linear address: for a fetch, from RIP when RIP's page is the frame;
+  // otherwise the unique virtual page of the current address space that maps
+  // the frame, if there is exactly one.
+  const PagingState p = m->Paging(*v);
+  const uint64_t gfn = address / kPageSize;
+  if (type == UC_MEM_FETCH_PROT) {
+    for (uint64_t probe : {rip, rip + 15}) {
+      const WalkResult w = sim_internal::Walk(m->ram, m->options.ram_size, p, probe);
+      if (w.present && w.pa / kPageSize == gfn) {
+        e.gla = Va((probe & ~(kPageSize - 1)) | (address & (kPageSize - 1)));
+        e.gla_valid = true;
+        break;
+      }
+    }
+  }
+  if (!e.gla_valid) {
+    const std::optional<std::vector<uint64_t>> vas =
+        sim_internal::ReverseLookup(m->ram, m->options.ram_size, p, gfn, 2);
+    if (vas.has_value() && vas->size() == 1) {
+      e.gla = Va((*vas)[0] | (address & (kPageSize - 1)));
+      e.gla_valid = true;
+    }
+  }
+  v->hook_exit = std::move(e);
+  return false;
+}
+
+bool Machine::Impl::HookUnmapped(uc_engine* uc, uc_mem_type type, uint64_t address, int size,
+                                 int64_t, void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  const char* kind = type == UC_MEM_WRITE_UNMAPPED   ? "write"
+                     : type == UC_MEM_FETCH_UNMAPPED ? "fetch"
+                                                     : "read";
+  v->hook_error = absl::FailedPreconditionError(
+      absl::StrFormat("run(vcpu=%u): guest %s of %d bytes at gpa 0x%x beyond RAM (rip=0x%x)",
+                      v->index, kind, size, address, Reg(uc, UC_X86_REG_RIP)));
+  return false;
+}
+
+void Machine::Impl::HookSyscall(uc_engine* uc, void* user) {
+  static_cast<Vcpu*>(user)->syscall_pending = true;
+  uc_emu_stop(uc);
+}
+
+uint32_t Machine::Impl::HookIn(uc_engine*, uint32_t, int size, void*) {
+  // No devices: reads float high.
+  return size >= 4 ? 0xffffffffu : ((1u << (8 * size)) - 1);
+}
+
+void Machine::Impl::HookOut(uc_engine*, uint32_t port, int, uint32_t value, void* user) {
+  if (port == 0xe9) static_cast<Vcpu*>(user)->m->console.push_back(static_cast<char>(value));
+}
+
+// ---------------------------------------------------------------------------
+// Interrupt delivery and SYSCALL
+
+absl::StatusOr<uint64_t> Machine::Impl::GdtDescriptor(Vcpu& v, uint16_t selector) {
+  VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
+  const QemuStateHead& h = ctx.head();
+  const uint64_t index = selector & ~7u;
+  if (selector & 4) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "load_segment(vcpu=%u, selector=0x%x): LDT selectors not supported", v.index, selector));
+  }
+  if (index + 7 > h.gdt.limit) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("load_segment(vcpu=%u, selector=0x%x): beyond GDT limit 0x%x", v.index,
+                        selector, h.gdt.limit));
+  }
+  uint64_t desc;
+  if (!ReadVirt(v, h.gdt.base + index, reinterpret_cast<uint8_t*>(&desc), 8)) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("load_segment(vcpu=%u, selector=0x%x): GDT at 0x%x not mapped", v.index,
+                        selector, h.gdt.base));
+  }
+  return desc;
+}
+
+namespace {
+void DecodeDescriptor(uint64_t desc, uint64_t* base, uint32_t* limit, uint32_t* flags) {
+  const uint32_t lo = static_cast<uint32_t>(desc), hi = static_cast<uint32_t>(desc >> 32);
+  *base = (lo >> 16) | ((hi & 0xff) << 16) | (hi & 0xff000000u);
+  *limit = (lo & 0xffff) | (hi & 0xf0000);
+  if (hi & kDescG) *limit = (*limit << 12) | 0xfff;
+  *flags = hi & 0x00ffff00u;
+}
+}  // namespace
+
+absl::Status Machine::Impl::Deliver(Vcpu& v, uint8_t vector, std::optional<uint32_t> error_code,
+                                    uint64_t return_rip) {
+  const std::string op = absl::StrFormat("deliver_interrupt(vcpu=%u, vector=%u)", v.index, vector);
+  VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
+  ctx.clear_exception_in_flight();
+  QemuStateHead& h = ctx.head();
+  if (static_cast<uint64_t>(vector) * 16 + 15 > h.idt.limit) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: beyond IDT limit 0x%x (guest would triple-fault)", op, h.idt.limit));
+  }
+  uint32_t gate[4];
+  if (!ReadVirt(v, h.idt.base + vector * 16ull, reinterpret_cast<uint8_t*>(gate), 16)) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: IDT at 0x%x not mapped (guest would triple-fault)", op, h.idt.base));
+  }
+  if (!(gate[1] & (1u << 15))) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: IDT gate not present (guest would triple-fault)", op));
+  }
+  const uint64_t target =
+      (gate[0] & 0xffff) | (gate[1] & 0xffff0000u) | (static_cast<uint64_t>(gate[2]) << 32);
+  const uint16_t selector = static_cast<uint16_t>(gate[0] >> 16);
+  const uint32_t ist = gate[1] & 7;
+  const uint32_t type = (gate[1] >> 8) & 0xf;
+  const uint32_t cpl = h.hflags & sim_internal::kHfCplMask;
+
+  // The target code segment.
+  const uint64_t index = selector & ~7u;
+  if (index == 0 || index + 7 > h.gdt.limit) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: gate selector 0x%x not in GDT", op, selector));
+  }
+  uint64_t desc;
+  if (!ReadVirt(v, h.gdt.base + index, reinterpret_cast<uint8_t*>(&desc), 8)) {
+    return absl::FailedPreconditionError(absl::StrFormat("%s: GDT not mapped", op));
+  }
+  uint64_t cs_base;
+  uint32_t cs_limit, cs_flags;
+  DecodeDescriptor(desc, &cs_base, &cs_limit, &cs_flags);
+  const uint32_t dpl = (cs_flags >> 13) & 3;
+
+  const uint64_t rflags = Reg(v.uc, UC_X86_REG_RFLAGS);
+  const uint64_t old_rsp = h.regs[4];
+  const uint16_t old_cs = static_cast<uint16_t>(h.segs[sim_internal::kSegCs].selector);
+  const uint16_t old_ss = static_cast<uint16_t>(h.segs[sim_internal::kSegSs].selector);
+  uint64_t rsp = old_rsp;
+  if (ist != 0 || dpl < cpl) {
+    const uint64_t slot = ist != 0 ? 0x24 + (ist - 1) * 8ull : 4 + dpl * 8ull;
+    if (!ReadVirt(v, h.tr.base + slot, reinterpret_cast<uint8_t*>(&rsp), 8)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s: TSS at 0x%x not mapped", op, h.tr.base));
+    }
+  }
+  rsp &= ~0xfull;
+  uint64_t frame[6];
+  int n = 0;
+  if (error_code.has_value()) frame[n++] = *error_code;
+  frame[n++] = return_rip;
+  frame[n++] = old_cs;
+  frame[n++] = rflags;
+  frame[n++] = old_rsp;
+  frame[n++] = old_ss;
+  // frame[] is in push order reversed: lowest address first.
+  rsp -= n * 8ull;
+  if (!WriteVirt(v, rsp, reinterpret_cast<const uint8_t*>(frame), n * 8ull)) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s: stack at 0x%x not mapped (guest would triple-fault)", op, rsp));
+  }
+  if (dpl < cpl) {
+    ctx.LoadSegment(sim_internal::kSegSs, static_cast<uint16_t>(dpl), 0, 0, dpl << 13);
+  }
+  ctx.LoadSegment(sim_internal::kSegCs, static_cast<uint16_t>((selector & ~3u) | dpl), cs_base,
+                  cs_limit, cs_flags);
+  h.regs[4] = rsp;
+  h.eip = target;
+  VMI_RETURN_IF_ERROR(ctx.Restore(v.uc));
+  uint64_t new_flags = rflags & ~(kRflagsTf | kRflagsNt | kRflagsRf | kRflagsVm);
+  if (type == 0xe) new_flags &= ~kRflagsIf;
+  SetReg(v.uc, UC_X86_REG_RFLAGS, new_flags);
+  SetReg(v.uc, UC_X86_REG_RSP, rsp);
+  SetReg(v.uc, UC_X86_REG_RIP, target);
+  v.book.halted = false;
+  // Written guest stack bytes may hold translated code in theory; cheap to be safe.
+  return absl::OkStatus();
+}
+
+absl::Status Machine::Impl::EmulateSyscall(Vcpu& v) {
+  const uint64_t efer = ReadMsr(v.uc, kMsrEfer);
+  if (!(efer & 1)) {
+    return Deliver(v, 6, std::nullopt, Reg(v.uc, UC_X86_REG_RIP) - 2);
+  }
+  const uint64_t next = Reg(v.uc, UC_X86_REG_RIP);
+  const uint64_t rflags = Reg(v.uc, UC_X86_REG_RFLAGS);
+  const uint64_t star = ReadMsr(v.uc, kMsrStar);
+  const uint64_t lstar = ReadMsr(v.uc, kMsrLstar);
+  const uint64_t fmask = ReadMsr(v.uc, kMsrFmask);
+  const uint16_t cs = static_cast<uint16_t>((star >> 32) & 0xfffc);
+  VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
+  ctx.LoadSegment(sim_internal::kSegCs, cs, 0, 0xffffffff,
+                  kDescG | kDescP | kDescS | kDescCode | kDescRw | kDescA | kDescL);
+  ctx.LoadSegment(sim_internal::kSegSs, static_cast<uint16_t>(cs + 8), 0, 0xffffffff,
+                  kDescG | kDescB | kDescP | kDescS | kDescRw | kDescA);
+  VMI_RETURN_IF_ERROR(ctx.Restore(v.uc));
+  SetReg(v.uc, UC_X86_REG_RCX, next);
+  SetReg(v.uc, UC_X86_REG_R11, rflags);
+  SetReg(v.uc, UC_X86_REG_RFLAGS, rflags & ~fmask & ~kRflagsRf);
+  SetReg(v.uc, UC_X86_REG_RIP, lstar);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Execution
+
+absl::StatusOr<std::optional<Exit>> Machine::Impl::Execute(Vcpu& v, uint64_t count,
+                                                           bool report_step) {
+  v.hook_exit.reset();
+  v.hook_error.reset();
+  v.exception_pending = false;
+  v.syscall_pending = false;
+  v.invalid_pending = false;
+  v.last_block_start = v.last_block_size = ~0ull;
+  v.fetch_page = ~0ull;
+  const uint64_t start = Reg(v.uc, UC_X86_REG_RIP);
+  const uc_err err = uc_emu_start(v.uc, start, 0, 0, count);
+  v.book.skip_first_intercept = false;
+  if (v.hook_error.has_value()) return *v.hook_error;
+  if (v.hook_exit.has_value()) return v.hook_exit;
+  const uint64_t rip = Reg(v.uc, UC_X86_REG_RIP);
+  if (v.invalid_pending) {
+    uint8_t bytes[15] = {};
+    const bool readable = ReadVirt(v, rip, bytes, 3);
+    if (readable && sim_internal::Decode(bytes, 3).kind == InsnKind::kVmcall) {
+      const bool user = (Reg(v.uc, UC_X86_REG_CS) & 3) == 3;
+      if (monitors.vmcall && (!user || monitors.vmcall_user)) {
+        Exit e = NewExit(v, ExitKind::kVmcall, rip);
+        e.insn_length = 3;
+        return std::optional<Exit>(e);
+      }
+    }
+    VMI_RETURN_IF_ERROR(Deliver(v, 6, std::nullopt, rip));
+    return std::optional<Exit>();
+  }
+  if (err != UC_ERR_OK) {
+    return UcError(absl::StrFormat("run(vcpu=%u): uc_emu_start at rip 0x%x", v.index, start), err);
+  }
+  if (v.exception_pending) {
+    const uint8_t vector = static_cast<uint8_t>(v.exception_vector);
+    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
+    const int32_t error_code = ctx.error_code();
+    const bool is_int = ctx.exception_is_int();
+    ctx.clear_exception_in_flight();
+    VMI_RETURN_IF_ERROR(ctx.Restore(v.uc));
+    if (vector == 3 && is_int) {
+      uint8_t prev = 0;
+      ReadVirt(v, rip - 1, &prev, 1);
+      const uint8_t len = prev == 0xcc ? 1 : 2;
+      if (monitors.interrupts[3]) {
+        SetReg(v.uc, UC_X86_REG_RIP, rip - len);
+        Exit e = NewExit(v, ExitKind::kBreakpoint, rip - len);
+        e.insn_length = len;
+        e.vector = 3;
+        const WalkResult w = sim_internal::Walk(ram, options.ram_size, Paging(v), rip - len);
+        e.gpa = Pa(w.pa);
+        e.gla = Va(rip - len);
+        e.gla_valid = true;
+        return std::optional<Exit>(e);
+      }
+    }
+    std::optional<uint32_t> code;
+    if (!is_int && HasErrorCode(vector)) code = static_cast<uint32_t>(error_code);
+    if (monitors.interrupts[vector] && !(vector == 3 && is_int)) {
+      uint8_t len = 0;
+      if (is_int) {  // INT n (CD nn), or the one-byte INT1/INTO
+        uint8_t prev[2] = {};
+        ReadVirt(v, rip - 2, prev, 2);
+        len = prev[0] == 0xcd && prev[1] == vector ? 2 : 1;
+        SetReg(v.uc, UC_X86_REG_RIP, rip - len);
+      }
+      Exit e = NewExit(v, ExitKind::kInterrupt, rip - len);
+      e.insn_length = len;
+      e.vector = vector;
+      e.has_error_code = code.has_value();
+      e.error_code = code.value_or(0);
+      return std::optional<Exit>(e);
+    }
+    VMI_RETURN_IF_ERROR(Deliver(v, vector, code, rip));
+    if (report_step)
+      return std::optional<Exit>(NewExit(v, ExitKind::kSingleStep, Reg(v.uc, UC_X86_REG_RIP)));
+    return std::optional<Exit>();
+  }
+  if (v.syscall_pending) {
+    VMI_RETURN_IF_ERROR(EmulateSyscall(v));
+  } else if (v.last_block_start + v.last_block_size == rip && rip != start) {
+    uint8_t prev = 0;
+    if (ReadVirt(v, rip - 1, &prev, 1) && prev == 0xf4) v.book.halted = true;
+  }
+  if (report_step) return std::optional<Exit>(NewExit(v, ExitKind::kSingleStep, rip));
+  return std::optional<Exit>();
+}
+
+absl::StatusOr<std::optional<Exit>> Machine::Impl::RunSlot(Vcpu& v, uint64_t* charged) {
+  VMI_RETURN_IF_ERROR(PrepareEngine(v));
+  if (!v.book.injections.empty()) {
+    const Interrupt irq = v.book.injections.front();
+    v.book.injections.pop_front();
+    if (irq.cr2.has_value()) WriteCr2(v.uc, *irq.cr2);
+    const uint64_t rip = Reg(v.uc, UC_X86_REG_RIP) + irq.insn_length;
+    VMI_RETURN_IF_ERROR(Deliver(v, irq.vector, irq.error_code, rip));
+  }
+  if (v.book.special.has_value()) {
+    const SpecialStep step = *v.book.special;
+    v.book.special.reset();
+    *charged += 1;
+    std::optional<Exit> exit;
+    if (step.kind == SpecialStep::Kind::kEmulate) {
+      ViewEntry entry = views.Lookup(v.book.view, step.gfn);
+      entry.access = MemoryAccess::RWX();
+      VMI_RETURN_IF_ERROR(ApplyEntry(v, step.gfn, entry));
+      uc_ctl_flush_tlb(v.uc);
+      VMI_ASSIGN_OR_RETURN(exit, Execute(v, 1, false));
+      VMI_RETURN_IF_ERROR(ApplyEntry(v, step.gfn, views.Lookup(v.book.view, step.gfn)));
+      uc_ctl_flush_tlb(v.uc);
+    } else {
+      const View home = v.book.view;
+      v.book.view = step.view;
+      VMI_RETURN_IF_ERROR(PrepareEngine(v));
+      VMI_ASSIGN_OR_RETURN(exit, Execute(v, 1, false));
+      v.book.view = home;
+      VMI_RETURN_IF_ERROR(PrepareEngine(v));
+    }
+    if (exit.has_value()) return exit;
+    if (v.book.singlestep) {
+      return std::optional<Exit>(NewExit(v, ExitKind::kSingleStep, Reg(v.uc, UC_X86_REG_RIP)));
+    }
+  }
+  if (v.book.halted) return std::optional<Exit>();
+  const uint64_t count = v.book.singlestep ? 1 : options.quantum;
+  *charged += count;
+  return Execute(v, count, v.book.singlestep);
+}
+
+absl::StatusOr<RunResult> Machine::Run(uint64_t instruction_budget) {
+  Impl& m = *impl_;
+  if (m.pending.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("run(): exit pending, respond first: %s", m.pending->ToString()));
+  }
+  RunResult result;
+  if (m.paused) {
+    result.status = RunStatus::kPaused;
+    return result;
+  }
+  uint64_t spent = 0;
+  const size_t n = m.vcpus.size();
+  while (spent < instruction_budget) {
+    Vcpu* v = nullptr;
+    for (size_t k = 0; k < n; ++k) {
+      Vcpu* cand = m.vcpus[(m.next_vcpu + k) % n].get();
+      if (!cand->book.halted || !cand->book.injections.empty()) {
+        v = cand;
+        m.next_vcpu = (m.next_vcpu + k + 1) % n;
+        break;
+      }
+    }
+    if (v == nullptr) {
+      result.status = RunStatus::kAllHalted;
+      return result;
+    }
+    uint64_t charged = 0;
+    absl::StatusOr<std::optional<Exit>> exit = m.RunSlot(*v, &charged);
+    spent += charged;
+    m.scheduled += charged;
+    if (!exit.ok()) return exit.status();
+    if (exit->has_value()) {
+      m.pending = **exit;
+      result.status = RunStatus::kExit;
+      result.exit = m.pending;
+      return result;
+    }
+  }
+  result.status = RunStatus::kBudgetExhausted;
+  return result;
+}
+
+const std::optional<Exit>& Machine::pending_exit() const { return impl_->pending; }
+
+absl::Status Machine::Respond(const Response& response) {
+  Impl& m = *impl_;
+  if (!m.pending.has_value()) {
+    return absl::FailedPreconditionError("respond(): no exit pending");
+  }
+  const Exit e = *m.pending;
+  Vcpu& v = *m.vcpus[e.vcpu.value()];
+  const std::string op = absl::StrFormat("respond(vcpu=%s, kind=%s, action=%d)", e.vcpu,
+                                         ExitKindName(e.kind), static_cast<int>(response.action));
+  if (response.view.has_value() && !m.views.Exists(*response.view)) {
+    return absl::NotFoundError(absl::StrFormat("%s: no such view %s", op, *response.view));
+  }
+  const bool intercept = e.kind == ExitKind::kControlRegister || e.kind == ExitKind::kMsrWrite ||
+                         e.kind == ExitKind::kCpuid || e.kind == ExitKind::kIo ||
+                         e.kind == ExitKind::kVmcall || e.kind == ExitKind::kDescriptorTable;
+  switch (response.action) {
+    case EventAction::kDeny:
+      if (!intercept) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: deny applies to intercepted instructions only", op));
+      }
+      break;
+    case EventAction::kEmulate:
+      if (e.kind != ExitKind::kMemoryAccess) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: emulate applies to memory access exits only", op));
+      }
+      break;
+    case EventAction::kReinjectInterrupt:
+      if (e.kind != ExitKind::kBreakpoint && e.kind != ExitKind::kInterrupt) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: reinject applies to breakpoint and interrupt exits only", op));
+      }
+      break;
+    case EventAction::kFastSingleStep:
+      if (!response.view.has_value()) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s: fast singlestep needs a view", op));
+      }
+      break;
+    default:
+      break;
+  }
+  bool rip_changed = false;
+  if (response.registers.has_value()) {
+    VMI_RETURN_IF_ERROR(SetGpRegisters(e.vcpu, *response.registers));
+    rip_changed = response.registers->rip != e.rip;
+  }
+  switch (response.action) {
+    case EventAction::kContinue:
+    case EventAction::kSingleStep:
+    case EventAction::kFastSingleStep:
+      if (intercept && !rip_changed) {
+        if (e.kind == ExitKind::kVmcall) {
+          SetReg(v.uc, UC_X86_REG_RIP, e.rip + e.insn_length);
+        } else {
+          v.book.skip_first_intercept = true;
+        }
+      }
+      if (response.action == EventAction::kSingleStep) v.book.singlestep = !v.book.singlestep;
+      if (response.action == EventAction::kFastSingleStep) {
+        v.book.special = SpecialStep{SpecialStep::Kind::kFastSingleStep, Gfn(), *response.view};
+      }
+      break;
+    case EventAction::kDeny:
+      if (!rip_changed) SetReg(v.uc, UC_X86_REG_RIP, e.rip + e.insn_length);
+      break;
+    case EventAction::kEmulate:
+      v.book.special =
+          SpecialStep{SpecialStep::Kind::kEmulate, Gfn(e.gpa.value() / kPageSize), View()};
+      break;
+    case EventAction::kReinjectInterrupt:
+      v.book.injections.push_front(
+          Interrupt{e.vector,
+                    e.has_error_code ? std::optional<uint32_t>(e.error_code) : std::nullopt,
+                    std::nullopt, e.insn_length});
+      break;
+  }
+  if (response.view.has_value() && response.action != EventAction::kFastSingleStep) {
+    v.book.view = *response.view;
+  }
+  m.pending.reset();
+  return absl::OkStatus();
+}
+
+void Machine::Pause() { impl_->paused = true; }
+void Machine::Resume() { impl_->paused = false; }
+bool Machine::paused() const { return impl_->paused; }
+const std::string& Machine::console() const { return impl_->console; }
+uint64_t Machine::instructions_scheduled() const { return impl_->scheduled; }
+
+absl::StatusOr<bool> Machine::Halted(VcpuId vcpu) const {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("halted", vcpu));
+  return impl_->vcpus[vcpu.value()]->book.halted;
+}
+
+absl::Status Machine::InjectInterrupt(VcpuId vcpu, const Interrupt& interrupt) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("inject_interrupt", vcpu));
+  if (interrupt.vector < 32 && HasErrorCode(interrupt.vector) != interrupt.error_code.has_value() &&
+      interrupt.insn_length == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("inject_interrupt(vcpu=%s, vector=%u): exception %s an error code", vcpu,
+                        interrupt.vector, HasErrorCode(interrupt.vector) ? "needs" : "takes no"));
+  }
+  impl_->vcpus[vcpu.value()]->book.injections.push_back(interrupt);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Memory
+
+uint64_t Machine::ram_size() const { return impl_->options.ram_size; }
+Gfn Machine::max_gfn() const { return Gfn(impl_->options.ram_size / kPageSize - 1); }
+uint16_t Machine::vcpu_count() const { return static_cast<uint16_t>(impl_->vcpus.size()); }
+
+absl::Status Machine::ReadPhys(Pa pa, absl::Span<uint8_t> out) const {
+  if (pa.value() > impl_->options.ram_size || out.size() > impl_->options.ram_size - pa.value()) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("read_phys(pa=%s, size=0x%x): beyond RAM size 0x%x", pa, out.size(),
+                        impl_->options.ram_size));
+  }
+  std::memcpy(out.data(), impl_->ram + pa.value(), out.size());
+  return absl::OkStatus();
+}
+
+absl::Status Machine::WritePhys(Pa pa, absl::Span<const uint8_t> bytes) {
+  if (pa.value() > impl_->options.ram_size || bytes.size() > impl_->options.ram_size - pa.value()) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("write_phys(pa=%s, size=0x%x): beyond RAM size 0x%x", pa, bytes.size(),
+                        impl_->options.ram_size));
+  }
+  std::memcpy(impl_->ram + pa.value(), bytes.data(), bytes.size());
+  impl_->MarkAllTranslationsDirty();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint8_t*> Machine::FramePointer(Gfn gfn) {
+  if (gfn > max_gfn()) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("frame_pointer(gfn=%s): gfn beyond max_gfn %s", gfn, max_gfn()));
+  }
+  return impl_->ram + gfn.value() * kPageSize;
+}
+
+void Machine::InvalidateTranslations() { impl_->MarkAllTranslationsDirty(); }
+
+// ---------------------------------------------------------------------------
+// Registers
+
+absl::StatusOr<amd64::Registers> Machine::GetRegisters(VcpuId vcpu) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("get_registers", vcpu));
+  uc_engine* uc = impl_->vcpus[vcpu.value()]->uc;
+  amd64::Registers r;
+  r.rax = Reg(uc, UC_X86_REG_RAX);
+  r.rbx = Reg(uc, UC_X86_REG_RBX);
+  r.rcx = Reg(uc, UC_X86_REG_RCX);
+  r.rdx = Reg(uc, UC_X86_REG_RDX);
+  r.rsi = Reg(uc, UC_X86_REG_RSI);
+  r.rdi = Reg(uc, UC_X86_REG_RDI);
+  r.rbp = Reg(uc, UC_X86_REG_RBP);
+  r.rsp = Reg(uc, UC_X86_REG_RSP);
+  r.r8 = Reg(uc, UC_X86_REG_R8);
+  r.r9 = Reg(uc, UC_X86_REG_R9);
+  r.r10 = Reg(uc, UC_X86_REG_R10);
+  r.r11 = Reg(uc, UC_X86_REG_R11);
+  r.r12 = Reg(uc, UC_X86_REG_R12);
+  r.r13 = Reg(uc, UC_X86_REG_R13);
+  r.r14 = Reg(uc, UC_X86_REG_R14);
+  r.r15 = Reg(uc, UC_X86_REG_R15);
+  r.rip = Reg(uc, UC_X86_REG_RIP);
+  r.rflags = Reg(uc, UC_X86_REG_RFLAGS);
+  r.cr0 = Reg(uc, UC_X86_REG_CR0);
+  r.cr2 = Reg(uc, UC_X86_REG_CR2);
+  r.cr3 = Reg(uc, UC_X86_REG_CR3);
+  r.cr4 = Reg(uc, UC_X86_REG_CR4);
+  r.dr0 = Reg(uc, UC_X86_REG_DR0);
+  r.dr1 = Reg(uc, UC_X86_REG_DR1);
+  r.dr2 = Reg(uc, UC_X86_REG_DR2);
+  r.dr3 = Reg(uc, UC_X86_REG_DR3);
+  r.dr6 = Reg(uc, UC_X86_REG_DR6);
+  r.dr7 = Reg(uc, UC_X86_REG_DR7);
+  r.efer = ReadMsr(uc, kMsrEfer);
+  r.star = ReadMsr(uc, kMsrStar);
+  r.lstar = ReadMsr(uc, kMsrLstar);
+  r.cstar = ReadMsr(uc, kMsrCstar);
+  r.sfmask = ReadMsr(uc, kMsrFmask);
+  r.sysenter_cs = ReadMsr(uc, kMsrSysenterCs);
+  r.sysenter_esp = ReadMsr(uc, kMsrSysenterEsp);
+  r.sysenter_eip = ReadMsr(uc, kMsrSysenterEip);
+  r.kernel_gs_base = ReadMsr(uc, kMsrKernelGsBase);
+  r.tsc_aux = ReadMsr(uc, kMsrTscAux);
+  r.fs_base = Reg(uc, UC_X86_REG_FS_BASE);
+  r.gs_base = Reg(uc, UC_X86_REG_GS_BASE);
+  VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(uc));
+  const QemuStateHead& h = ctx.head();
+  auto seg = [](const sim_internal::QemuSegment& s) {
+    return amd64::Segment{static_cast<uint16_t>(s.selector), s.base, s.limit,
+                          static_cast<uint16_t>((s.flags >> 8) & 0xf0ff)};
+  };
+  r.es = seg(h.segs[sim_internal::kSegEs]);
+  r.cs = seg(h.segs[sim_internal::kSegCs]);
+  r.ss = seg(h.segs[sim_internal::kSegSs]);
+  r.ds = seg(h.segs[sim_internal::kSegDs]);
+  r.fs = seg(h.segs[sim_internal::kSegFs]);
+  r.gs = seg(h.segs[sim_internal::kSegGs]);
+  r.tr = seg(h.tr);
+  r.ldtr = seg(h.ldt);
+  r.gdtr = amd64::DescriptorTable{h.gdt.base, static_cast<uint16_t>(h.gdt.limit)};
+  r.idtr = amd64::DescriptorTable{h.idt.base, static_cast<uint16_t>(h.idt.limit)};
+  return r;
+}
+
+absl::Status Machine::SetGpRegisters(VcpuId vcpu, const amd64::GpRegisters& g) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("set_registers", vcpu));
+  uc_engine* uc = impl_->vcpus[vcpu.value()]->uc;
+  SetReg(uc, UC_X86_REG_RAX, g.rax);
+  SetReg(uc, UC_X86_REG_RBX, g.rbx);
+  SetReg(uc, UC_X86_REG_RCX, g.rcx);
+  SetReg(uc, UC_X86_REG_RDX, g.rdx);
+  SetReg(uc, UC_X86_REG_RSI, g.rsi);
+  SetReg(uc, UC_X86_REG_RDI, g.rdi);
+  SetReg(uc, UC_X86_REG_RBP, g.rbp);
+  SetReg(uc, UC_X86_REG_RSP, g.rsp);
+  SetReg(uc, UC_X86_REG_R8, g.r8);
+  SetReg(uc, UC_X86_REG_R9, g.r9);
+  SetReg(uc, UC_X86_REG_R10, g.r10);
+  SetReg(uc, UC_X86_REG_R11, g.r11);
+  SetReg(uc, UC_X86_REG_R12, g.r12);
+  SetReg(uc, UC_X86_REG_R13, g.r13);
+  SetReg(uc, UC_X86_REG_R14, g.r14);
+  SetReg(uc, UC_X86_REG_R15, g.r15);
+  SetReg(uc, UC_X86_REG_RFLAGS, g.rflags);
+  SetReg(uc, UC_X86_REG_RIP, g.rip);
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetRegisters(VcpuId vcpu, const amd64::Registers& r) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("set_registers", vcpu));
+  uc_engine* uc = impl_->vcpus[vcpu.value()]->uc;
+  // Control state first so the segment loads below see the final mode.
+  WriteMsr(uc, kMsrEfer, r.efer);
+  SetReg(uc, UC_X86_REG_CR4, r.cr4);
+  SetReg(uc, UC_X86_REG_CR2, r.cr2);  // before CR3: see WriteCr2
+  SetReg(uc, UC_X86_REG_CR3, r.cr3);
+  SetReg(uc, UC_X86_REG_CR0, r.cr0);
+  {
+    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(uc));
+    QemuStateHead& h = ctx.head();
+    h.gdt.base = r.gdtr.base;
+    h.gdt.limit = r.gdtr.limit;
+    h.idt.base = r.idtr.base;
+    h.idt.limit = r.idtr.limit;
+    auto load = [&](int seg, const amd64::Segment& s) {
+      ctx.LoadSegment(seg, s.selector, s.base, s.limit, static_cast<uint32_t>(s.access) << 8);
+    };
+    load(sim_internal::kSegCs, r.cs);
+    load(sim_internal::kSegSs, r.ss);
+    load(sim_internal::kSegDs, r.ds);
+    load(sim_internal::kSegEs, r.es);
+    load(sim_internal::kSegFs, r.fs);
+    load(sim_internal::kSegGs, r.gs);
+    h.tr = sim_internal::QemuSegment{r.tr.selector, 0, r.tr.base, r.tr.limit,
+                                     static_cast<uint32_t>(r.tr.access) << 8};
+    h.ldt = sim_internal::QemuSegment{r.ldtr.selector, 0, r.ldtr.base, r.ldtr.limit,
+                                      static_cast<uint32_t>(r.ldtr.access) << 8};
+    VMI_RETURN_IF_ERROR(ctx.Restore(uc));
+  }
+  SetReg(uc, UC_X86_REG_DR0, r.dr0);
+  SetReg(uc, UC_X86_REG_DR1, r.dr1);
+  SetReg(uc, UC_X86_REG_DR2, r.dr2);
+  SetReg(uc, UC_X86_REG_DR3, r.dr3);
+  SetReg(uc, UC_X86_REG_DR6, r.dr6);
+  SetReg(uc, UC_X86_REG_DR7, r.dr7);
+  WriteMsr(uc, kMsrStar, r.star);
+  WriteMsr(uc, kMsrLstar, r.lstar);
+  WriteMsr(uc, kMsrCstar, r.cstar);
+  WriteMsr(uc, kMsrFmask, r.sfmask);
+  WriteMsr(uc, kMsrSysenterCs, r.sysenter_cs);
+  WriteMsr(uc, kMsrSysenterEsp, r.sysenter_esp);
+  WriteMsr(uc, kMsrSysenterEip, r.sysenter_eip);
+  WriteMsr(uc, kMsrKernelGsBase, r.kernel_gs_base);
+  WriteMsr(uc, kMsrTscAux, r.tsc_aux);
+  SetReg(uc, UC_X86_REG_FS_BASE, r.fs_base);
+  SetReg(uc, UC_X86_REG_GS_BASE, r.gs_base);
+  impl_->vcpus[vcpu.value()]->tlb_dirty = true;
+  return SetGpRegisters(vcpu, r.gp());
+}
+
+absl::Status Machine::LoadSegmentFromGdt(VcpuId vcpu, int segment, uint16_t selector) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("load_segment", vcpu));
+  if (segment < 0 || segment > 5) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("load_segment(vcpu=%s, segment=%d): segment must be 0..5", vcpu, segment));
+  }
+  Vcpu& v = *impl_->vcpus[vcpu.value()];
+  uint64_t base = 0;
+  uint32_t limit = 0, flags = (selector & 3u) << 13;
+  if ((selector & ~3u) != 0) {
+    VMI_ASSIGN_OR_RETURN(uint64_t desc, impl_->GdtDescriptor(v, selector));
+    DecodeDescriptor(desc, &base, &limit, &flags);
+    if (!(flags & kDescP)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "load_segment(vcpu=%s, selector=0x%x): descriptor not present", vcpu, selector));
+    }
+  }
+  VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
+  ctx.LoadSegment(segment, selector, base, limit, flags);
+  return ctx.Restore(v.uc);
+}
+
+// ---------------------------------------------------------------------------
+// Monitors
+
+absl::Status Machine::SetBreakpointMonitor(bool enabled) { return SetInterruptMonitor(3, enabled); }
+
+absl::Status Machine::SetInterruptMonitor(uint8_t vector, bool enabled) {
+  impl_->monitors.interrupts[vector] = enabled;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetControlRegisterMonitor(int cr, bool enabled) {
+  if (cr != 0 && cr != 3 && cr != 4) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "set_cr_monitor(cr=%d): only CR0, CR3 and CR4 writes can be monitored", cr));
+  }
+  impl_->monitors.cr[cr] = enabled;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetMsrWriteMonitor(bool enabled) {
+  impl_->monitors.msr_all = enabled;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetMsrWriteMonitor(uint32_t index, bool enabled) {
+  if (enabled) {
+    impl_->monitors.msr_indices.insert(index);
+  } else {
+    impl_->monitors.msr_indices.erase(index);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetCpuidMonitor(bool enabled) {
+  impl_->monitors.cpuid = enabled;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetIoMonitor(bool enabled) {
+  impl_->monitors.io = enabled;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetVmcallMonitor(bool enabled, bool allow_user) {
+  impl_->monitors.vmcall = enabled;
+  impl_->monitors.vmcall_user = allow_user;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetDescriptorTableMonitor(bool enabled) {
+  impl_->monitors.descriptor = enabled;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SetSingleStep(VcpuId vcpu, bool enabled) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("set_singlestep", vcpu));
+  impl_->vcpus[vcpu.value()]->book.singlestep = enabled;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// Views
+
+absl::StatusOr<View> Machine::CreateView(MemoryAccess default_access) {
+  return impl_->views.Create(default_access);
+}
+
+absl::Status Machine::DestroyView(View view) {
+  for (const auto& v : impl_->vcpus) {
+    if (v->book.view == view && view != kDefaultView) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("destroy_view(view=%s): active on vcpu %u", view, v->index));
+    }
+  }
+  return impl_->views.Destroy(view);
+}
+
+absl::Status Machine::SwitchView(View view) {
+  if (!impl_->views.Exists(view)) {
+    return absl::NotFoundError(absl::StrFormat("switch_view(view=%s): no such view", view));
+  }
+  for (auto& v : impl_->vcpus) v->book.view = view;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::SwitchVcpuView(VcpuId vcpu, View view) {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("switch_vcpu_view", vcpu));
+  if (!impl_->views.Exists(view)) {
+    return absl::NotFoundError(
+        absl::StrFormat("switch_vcpu_view(vcpu=%s, view=%s): no such view", vcpu, view));
+  }
+  impl_->vcpus[vcpu.value()]->book.view = view;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<View> Machine::VcpuView(VcpuId vcpu) const {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("vcpu_view", vcpu));
+  return impl_->vcpus[vcpu.value()]->book.view;
+}
+
+absl::Status Machine::SetMemoryAccess(View view, Gfn gfn, MemoryAccess access) {
+  return impl_->views.SetAccess(view, gfn, access);
+}
+
+absl::StatusOr<MemoryAccess> Machine::GetMemoryAccess(View view, Gfn gfn) const {
+  return impl_->views.GetAccess(view, gfn);
+}
+
+absl::Status Machine::ChangeGfn(View view, Gfn old_gfn, Gfn new_gfn) {
+  return impl_->views.ChangeGfn(view, old_gfn, new_gfn);
+}
+
+absl::Status Machine::ResetGfn(View view, Gfn gfn) { return impl_->views.ResetGfn(view, gfn); }
+
+const ViewTable& Machine::views() const { return impl_->views; }
+
+// ---------------------------------------------------------------------------
+// Snapshots
+
+absl::StatusOr<std::unique_ptr<Snapshot>> Machine::TakeSnapshot() {
+  Impl& m = *impl_;
+  auto data = std::make_unique<Snapshot::Data>();
+  data->ram.assign(m.ram, m.ram + m.options.ram_size);
+  for (auto& v : m.vcpus) {
+    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v->uc));
+    data->cpus.push_back(std::move(ctx));
+    data->books.push_back(v->book);
+  }
+  data->views = m.views;
+  data->monitors = m.monitors;
+  data->pending = m.pending;
+  data->next_vcpu = m.next_vcpu;
+  data->paused = m.paused;
+  data->console = m.console;
+  data->scheduled = m.scheduled;
+  return std::unique_ptr<Snapshot>(new Snapshot(std::move(data)));
+}
+
+absl::Status Machine::RestoreSnapshot(const Snapshot& snapshot) {
+  Impl& m = *impl_;
+  const Snapshot::Data& d = *snapshot.data_;
+  if (d.ram.size() != m.options.ram_size || d.cpus.size() != m.vcpus.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("restore_snapshot(ram=0x%x, vcpus=%u): machine has ram=0x%x vcpus=%u",
+                        d.ram.size(), d.cpus.size(), m.options.ram_size, m.vcpus.size()));
+  }
+  std::memcpy(m.ram, d.ram.data(), d.ram.size());
+  for (size_t i = 0; i < m.vcpus.size(); ++i) {
+    VMI_RETURN_IF_ERROR(d.cpus[i].Restore(m.vcpus[i]->uc));
+    m.vcpus[i]->book = d.books[i];
+  }
+  m.views = d.views;
+  m.monitors = d.monitors;
+  m.pending = d.pending;
+  m.next_vcpu = d.next_vcpu;
+  m.paused = d.paused;
+  m.console = d.console;
+  m.scheduled = d.scheduled;
+  m.MarkAllTranslationsDirty();
+  return absl::OkStatus();
+}
+
+}  // namespace vmi::sim
