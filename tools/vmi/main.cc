@@ -70,8 +70,9 @@ absl::StatusOr<ReadAs> ParseAs(const std::string& as) {
 
 // Runs the chosen subcommand on an opened target.
 template <VmiDriver D>
-int Run(VmiCore<D>& core, const std::string& driver_name, const std::string& command,
-        const Args& a, const Io& io) {
+int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, const Args& a,
+        const Io& io) {
+  const std::string& driver_name = target.name;
   if (command == "info") return CmdInfo(core, driver_name, io);
   if (command == "regs") return CmdRegs(core, a.vcpu, io);
   if (command == "idt") return CmdIdt(core, a.vcpu, io);
@@ -122,7 +123,7 @@ int Run(VmiCore<D>& core, const std::string& driver_name, const std::string& com
     w.interrupted = &g_interrupted;
     return CmdWatch(core, w, io);
   }
-  if (command == "demo") return CmdDemo(core, driver_name, io);
+  if (command == "demo") return CmdDemo(core, target, io);
   return Fail(io, command, absl::InvalidArgumentError("unknown subcommand"), kExitUsage);
 }
 
@@ -175,7 +176,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   Io io{std::cout, std::cerr, a.json};
-  return WithTarget(a.target, io, [&](auto& core, const std::string& name) {
-    return Run(core, name, command, a, io);
+  return WithTarget(a.target, io, [&](auto& core, const TargetInfo& target) {
+    return Run(core, target, command, a, io);
   });
 }
