@@ -272,11 +272,83 @@ TEST(EventsTest, UserModeSyscallsAndReinjectedBreakpoint) {
                                                  Sym(g, "bp_user"), SymPa(g, "bp_user"))));
   EXPECT_EQ(cs_at_bp, kUserCs);
   const uint64_t kdata = SymPa(g, "kdata");
-  EXPECT_EQ(ReadQ(*m, kdata), 3u);      // system calls
-  EXPECT_EQ(ReadQ(*m, kdata + 8), 1u);  // #BP delivered to the kernel
+  EXPECT_EQ(ReadQ(*m, kdata), 3u);       // system calls
+  EXPECT_EQ(ReadQ(*m, kdata + 8), 1u);   // #BP delivered to the kernel
+  EXPECT_EQ(ReadQ(*m, kdata + 16), 1u);  // the user VMCALL was a #UD
   amd64::Registers end = *m->GetRegisters(VcpuId(0));
   EXPECT_EQ(end.rip, Sym(g, "done") + 1);
   EXPECT_EQ(end.cs.selector, kKernelCs);
+}
+
+StandardGuest UserGuest(Machine& m) {
+  StandardGuest g =
+      Guest(m, "user_mode", {.program_flags = page_flags::kWritable | page_flags::kUser});
+  Pa ustack = *g.builder->AllocateFrames(2);
+  EXPECT_TRUE(g.space
+                  ->Map(Va(kUserStackTopVa - 0x2000), ustack, 0x2000,
+                        page_flags::kWritable | page_flags::kUser | page_flags::kNoExecute)
+                  .ok());
+  amd64::GpRegisters gp = m.GetRegisters(VcpuId(0))->gp();
+  gp.rdi = 2;
+  gp.rsi = kUserStackTopVa;
+  EXPECT_TRUE(m.SetGpRegisters(VcpuId(0), gp).ok());
+  return g;
+}
+
+TEST(EventsTest, UserVmcallNeedsAllowUser) {
+  for (bool allow_user : {false, true}) {
+    auto m = NewMachine();
+    StandardGuest g = UserGuest(*m);
+    ASSERT_TRUE(m->SetVmcallMonitor(true, allow_user).ok());
+    std::vector<std::string> trace = Trace(*m, Continue);
+    if (allow_user) {
+      EXPECT_THAT(trace, ElementsAre(absl::StrFormat("vcpu=0 view=0 vmcall rip=0x%x",
+                                                     Sym(g, "vmcall_user"))));
+    } else {
+      EXPECT_TRUE(trace.empty());
+    }
+    EXPECT_EQ(ReadQ(*m, SymPa(g, "kdata") + 16), allow_user ? 0u : 1u);
+  }
+}
+
+TEST(EventsTest, MsrMonitorByIndex) {
+  for (uint32_t index : {0xc0000082u, 0xc0000102u}) {
+    auto m = NewMachine();
+    StandardGuest g = Guest(*m, "instructions");
+    ASSERT_TRUE(m->SetMsrWriteMonitor(index, true).ok());
+    std::vector<std::string> trace = Trace(*m, Continue);
+    EXPECT_EQ(trace.size(), index == 0xc0000102u ? 1u : 0u) << index;
+  }
+}
+
+TEST(EventsTest, InterceptedPageFaultsReinjected) {
+  auto m = NewMachine();
+  StandardGuest g = Guest(*m, "demand_paging");
+  const uint64_t region = 0x40000000;
+  Pa pt = *g.space->PageTableFor(Va(region));
+  ASSERT_TRUE(g.space->Map(Va(0xffffc00000000000ull), pt, 4096, page_flags::kWritable).ok());
+  Pa pool = *g.builder->AllocateFrames(4);
+  const uint64_t pf_data[2] = {0xffffc00000000000ull, pool.value()};
+  ASSERT_TRUE(m->WritePhys(Pa(SymPa(g, "pf_data")),
+                           absl::MakeSpan(reinterpret_cast<const uint8_t*>(pf_data), 16))
+                  .ok());
+  amd64::GpRegisters gp = m->GetRegisters(VcpuId(0))->gp();
+  gp.rdi = region;
+  gp.rsi = 2;
+  ASSERT_TRUE(m->SetGpRegisters(VcpuId(0), gp).ok());
+  ASSERT_TRUE(m->SetInterruptMonitor(14, true).ok());
+  std::vector<uint64_t> cr2s;
+  std::vector<std::string> trace = Trace(*m, [&](const Exit& e) {
+    cr2s.push_back(m->GetRegisters(e.vcpu)->cr2);
+    return Response{EventAction::kReinjectInterrupt, std::nullopt, std::nullopt};
+  });
+  // Each first write faults once (P=0, W=1) at `mov %rcx, (%rbx)`.
+  const std::string fault = absl::StrFormat(
+      "vcpu=0 view=0 interrupt rip=0x%x vector=14 error_code=0x2", g.program.entry().value() + 9);
+  EXPECT_THAT(trace, ElementsAre(fault, fault));
+  EXPECT_THAT(cr2s, ElementsAre(region, region + 0x1000));
+  EXPECT_EQ(ReadQ(*m, SymPa(g, "pf_data") + 16), 2u);
+  EXPECT_EQ(m->GetRegisters(VcpuId(0))->r12, 3u);
 }
 
 }  // namespace

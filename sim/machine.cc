@@ -107,8 +107,7 @@ struct Monitors {
   bool vmcall_user = false;
   bool descriptor = false;
   bool AnyDecoded() const {
-    return cr[0] || cr[3] || cr[4] || msr_all || !msr_indices.empty() || cpuid || io ||
-           descriptor;
+    return cr[0] || cr[3] || cr[4] || msr_all || !msr_indices.empty() || cpuid || io || descriptor;
   }
 };
 
@@ -255,6 +254,8 @@ const char* ExitKindName(ExitKind kind) {
       return "vmcall";
     case ExitKind::kDescriptorTable:
       return "descriptor_table";
+    case ExitKind::kInterrupt:
+      return "interrupt";
   }
   return "?";
 }
@@ -1139,10 +1140,9 @@ absl::Status Machine::Respond(const Response& response) {
           SpecialStep{SpecialStep::Kind::kEmulate, Gfn(e.gpa.value() / kPageSize), View()};
       break;
     case EventAction::kReinjectInterrupt:
-      v.book.injections.push_front(
-          Interrupt{e.vector,
-                    e.has_error_code ? std::optional<uint32_t>(e.error_code) : std::nullopt,
-                    std::nullopt, e.insn_length});
+      v.book.injections.push_front(Interrupt{
+          e.vector, e.has_error_code ? std::optional<uint32_t>(e.error_code) : std::nullopt,
+          std::nullopt, e.insn_length});
       break;
   }
   if (response.view.has_value() && response.action != EventAction::kFastSingleStep) {

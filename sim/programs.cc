@@ -31,7 +31,7 @@ extern "C" const uint8_t sim_prog_demand_paging_done[], sim_prog_demand_paging_p
     sim_prog_demand_paging_pf_data[];
 extern "C" const uint8_t sim_prog_user_mode_syscall_entry[], sim_prog_user_mode_user_code[],
     sim_prog_user_mode_bp_user[], sim_prog_user_mode_bp_handler[], sim_prog_user_mode_done[],
-    sim_prog_user_mode_kdata[];
+    sim_prog_user_mode_kdata[], sim_prog_user_mode_vmcall_user[], sim_prog_user_mode_ud_handler[];
 extern "C" const uint8_t sim_prog_probe_loads_probe_load[], sim_prog_probe_loads_done[];
 
 namespace vmi::sim {
@@ -84,12 +84,13 @@ std::vector<GuestProgram>* BuildTable() {
       {{14, OFF(demand_paging, pf_handler)}}});
   t->push_back(GuestProgram{
       "user_mode",
-      "IRETQ to user mode, RDI SYSCALLs, one INT3, exit SYSCALL; kernel halts",
+      "IRETQ to user mode, RDI SYSCALLs, one VMCALL, one INT3, exit SYSCALL; kernel halts",
       IMAGE(user_mode),
       OFF(user_mode, entry),
       {SYM(user_mode, syscall_entry), SYM(user_mode, user_code), SYM(user_mode, bp_user),
-       SYM(user_mode, bp_handler), SYM(user_mode, done), SYM(user_mode, kdata)},
-      {{3, OFF(user_mode, bp_handler)}}});
+       SYM(user_mode, bp_handler), SYM(user_mode, done), SYM(user_mode, kdata),
+       SYM(user_mode, vmcall_user), SYM(user_mode, ud_handler)},
+      {{3, OFF(user_mode, bp_handler)}, {6, OFF(user_mode, ud_handler)}}});
   t->push_back(GuestProgram{"probe_loads",
                             "loads one quadword from each of the RCX addresses listed at RSI",
                             IMAGE(probe_loads),

@@ -130,12 +130,14 @@ namespace {
 
 // Applies `on` to the machine monitor a monitor variant names.
 absl::Status SetMonitor(Machine& m, const amd64::EventMonitor& monitor, bool on,
-                        absl::flat_hash_set<uint32_t>& msrs, bool& singlestep) {
+                        absl::flat_hash_set<uint32_t>& msrs, absl::flat_hash_set<uint8_t>& vectors,
+                        bool& singlestep) {
   struct Visitor {
     Machine& m;
     const amd64::EventMonitor& monitor;
     bool on;
     absl::flat_hash_set<uint32_t>& msrs;
+    absl::flat_hash_set<uint8_t>& vectors;
     bool& singlestep;
     absl::Status operator()(const amd64::MonitorControlRegister& c) {
       switch (c.reg) {
@@ -147,18 +149,22 @@ absl::Status SetMonitor(Machine& m, const amd64::EventMonitor& monitor, bool on,
       return NoSuchMonitor(monitor, "the simulator does not intercept XSETBV");
     }
     absl::Status operator()(const amd64::MonitorMsr& msr) {
+      VMI_RETURN_IF_ERROR(m.SetMsrWriteMonitor(msr.index, on));
       if (on) {
         msrs.insert(msr.index);
       } else {
         msrs.erase(msr.index);
       }
-      return m.SetMsrWriteMonitor(!msrs.empty());
+      return absl::OkStatus();
     }
     absl::Status operator()(const amd64::MonitorInterrupt& i) {
-      if (i.vector != 3) {
-        return NoSuchMonitor(monitor, "only #BP (vector 3) can be intercepted, as on Xen");
+      VMI_RETURN_IF_ERROR(m.SetInterruptMonitor(i.vector, on));
+      if (on) {
+        vectors.insert(i.vector);
+      } else {
+        vectors.erase(i.vector);
       }
-      return m.SetBreakpointMonitor(on);
+      return absl::OkStatus();
     }
     absl::Status operator()(const amd64::MonitorSingleStep&) {
       singlestep = on;
@@ -169,25 +175,28 @@ absl::Status SetMonitor(Machine& m, const amd64::EventMonitor& monitor, bool on,
       }
       return absl::OkStatus();
     }
-    absl::Status operator()(const amd64::MonitorHypercall&) { return m.SetVmcallMonitor(on); }
+    absl::Status operator()(const amd64::MonitorHypercall& h) {
+      return m.SetVmcallMonitor(on, h.allow_user);
+    }
     absl::Status operator()(const amd64::MonitorCpuid&) { return m.SetCpuidMonitor(on); }
     absl::Status operator()(const amd64::MonitorIo&) { return m.SetIoMonitor(on); }
     absl::Status operator()(const amd64::MonitorDescriptorAccess&) {
       return m.SetDescriptorTableMonitor(on);
     }
   };
-  return std::visit(Visitor{m, monitor, on, msrs, singlestep}, monitor);
+  return std::visit(Visitor{m, monitor, on, msrs, vectors, singlestep}, monitor);
 }
 
 }  // namespace
 
 absl::Status SimDriver::MonitorEnable(const amd64::EventMonitor& monitor) {
-  return SetMonitor(*state_->machine, monitor, true, state_->msrs, state_->singlestep_monitor);
+  return SetMonitor(*state_->machine, monitor, true, state_->msrs, state_->vectors,
+                    state_->singlestep_monitor);
 }
 
 absl::Status SimDriver::MonitorDisable(const amd64::EventMonitor& monitor) {
-  absl::Status s =
-      SetMonitor(*state_->machine, monitor, false, state_->msrs, state_->singlestep_monitor);
+  absl::Status s = SetMonitor(*state_->machine, monitor, false, state_->msrs, state_->vectors,
+                              state_->singlestep_monitor);
   return absl::IsUnimplemented(s) ? absl::OkStatus() : s;  // never enabled: nothing to undo
 }
 
@@ -195,8 +204,19 @@ size_t SimDriver::EventsPending() { return state_->machine->pending_exit().has_v
 
 absl::Duration SimDriver::EventProcessingOverhead() { return state_->overhead; }
 
-amd64::EventReason SimDriver::ReasonFromExit(const Exit& e) {
+amd64::EventReason SimDriver::ReasonFromExit(const Exit& e, const amd64::Registers& regs) {
   switch (e.kind) {
+    case ExitKind::kInterrupt: {
+      amd64::Interrupt i;
+      i.vector = e.vector;
+      i.type = e.insn_length > 0 ? amd64::InterruptType::kSoftwareInterrupt
+                                 : amd64::InterruptType::kHardwareException;
+      i.has_error_code = e.has_error_code;
+      i.error_code = e.error_code;
+      i.instruction_length = e.insn_length;
+      i.extra = e.vector == 14 ? regs.cr2 : 0;
+      return amd64::InterruptEvent{i};
+    }
     case ExitKind::kMemoryAccess:
       return amd64::MemoryAccessEvent{e.gpa, e.gla, e.gla_valid, e.access, e.gla_valid, false};
     case ExitKind::kBreakpoint:
@@ -242,14 +262,6 @@ Response SimDriver::ResponseFor(const VmiEventResponse<Amd64>& r) {
   return Response{r.action, r.view, r.registers};
 }
 
-absl::StatusOr<bool> SimDriver::FilterExit(const Exit& exit) {
-  if (exit.kind == ExitKind::kMsrWrite && !state_->msrs.contains(exit.msr)) {
-    VMI_RETURN_IF_ERROR(state_->machine->Respond(Response{}));
-    return true;
-  }
-  return false;
-}
-
 absl::Status SimDriver::WaitForEventImpl(absl::Duration timeout, Handler handler) {
   Machine& m = *state_->machine;
   const absl::Time deadline = absl::Now() + timeout;
@@ -276,15 +288,13 @@ absl::Status SimDriver::WaitForEventImpl(absl::Duration timeout, Handler handler
       if (run.status != RunStatus::kExit) continue;
     }
     const Exit exit = *m.pending_exit();
-    VMI_ASSIGN_OR_RETURN(bool filtered, FilterExit(exit));
-    if (filtered) continue;
 
     const absl::Time start = absl::Now();
     VmiEvent<Amd64> event;
     event.vcpu = exit.vcpu;
     event.view = exit.view;
     VMI_ASSIGN_OR_RETURN(event.registers, m.GetRegisters(exit.vcpu));
-    event.reason = ReasonFromExit(exit);
+    event.reason = ReasonFromExit(exit, event.registers);
     event.flags.vcpu_paused = true;
     state_->overhead += absl::Now() - start;
     const VmiEventResponse<Amd64> response = handler(event);
@@ -395,11 +405,14 @@ absl::Status SimDriver::ResetState() {
     if (first.ok() && !s.ok()) first = s;
   };
   keep(m.SetBreakpointMonitor(false));
+  for (uint8_t v : state_->vectors) keep(m.SetInterruptMonitor(v, false));
+  for (uint32_t msr : state_->msrs) keep(m.SetMsrWriteMonitor(msr, false));
+  state_->vectors.clear();
   for (int cr : {0, 3, 4}) keep(m.SetControlRegisterMonitor(cr, false));
   keep(m.SetMsrWriteMonitor(false));
   keep(m.SetCpuidMonitor(false));
   keep(m.SetIoMonitor(false));
-  keep(m.SetVmcallMonitor(false));
+  keep(m.SetVmcallMonitor(false, false));
   keep(m.SetDescriptorTableMonitor(false));
   for (uint16_t v = 0; v < m.vcpu_count(); ++v) keep(m.SetSingleStep(VcpuId(v), false));
   state_->msrs.clear();

@@ -125,7 +125,7 @@ class SimDriver {
   absl::Status ResetState();
 
   // Conversions, exposed for tests.
-  static amd64::EventReason ReasonFromExit(const Exit& exit);
+  static amd64::EventReason ReasonFromExit(const Exit& exit, const amd64::Registers& regs);
   static Response ResponseFor(const VmiEventResponse<Amd64>& response);
 
  private:
@@ -138,6 +138,7 @@ class SimDriver {
     absl::flat_hash_set<uint64_t> freed;      // frames unpopulated by FreeGfn
     absl::flat_hash_map<std::pair<uint64_t, uint16_t>, MemoryAccessOptions> access_options;
     absl::flat_hash_set<uint32_t> msrs;       // monitored MSR indexes
+    absl::flat_hash_set<uint8_t> vectors;     // monitored interrupt vectors
     bool singlestep_monitor = false;
     int pause_depth = 0;
     absl::Duration overhead;
@@ -146,9 +147,6 @@ class SimDriver {
   explicit SimDriver(std::unique_ptr<State> state) : state_(std::move(state)) {}
   absl::Status CheckPopulated(const char* op, Gfn gfn) const;
   absl::Status WaitForEventImpl(absl::Duration timeout, Handler handler);
-  // Answers a pending exit that the monitors do not ask for (e.g. a write
-  // to an MSR nobody watches). True if it did.
-  absl::StatusOr<bool> FilterExit(const Exit& exit);
 
   std::unique_ptr<State> state_;
 };

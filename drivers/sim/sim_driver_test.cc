@@ -233,7 +233,8 @@ TEST(SimDriverTest, BadOperandsAreClearErrors) {
   absl::Status xcr0 = d.MonitorEnable(amd64::MonitorControlRegister{amd64::ControlRegister::kXcr0});
   EXPECT_EQ(xcr0.code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(xcr0.message(), HasSubstr("XSETBV"));
-  EXPECT_EQ(d.MonitorEnable(amd64::MonitorInterrupt{14}).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(d.MonitorEnable(amd64::MonitorInterrupt{14}).ok());  // more than Xen can
+  EXPECT_TRUE(d.ResetState().ok());
 }
 
 TEST(SimDriverTest, SameScenarioTwiceGivesTheSameTrace) {
