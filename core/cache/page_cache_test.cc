@@ -309,7 +309,9 @@ TEST(PageCacheTest, MatchesReferenceModel) {
         std::optional<uint32_t> want = model.Find(gfn);
         const MappedPage* got = cache.Find(Gfn(gfn));
         ASSERT_EQ(got != nullptr, want.has_value()) << "step " << step;
-        if (got) ASSERT_EQ(got->data(), g_ram + *want % sizeof(g_ram));
+        if (got) {
+          ASSERT_EQ(got->data(), g_ram + *want % sizeof(g_ram));
+        }
       } else if (op < 90) {
         const uint32_t tag = ++next_tag;
         model.Insert(gfn, tag);
