@@ -1076,10 +1076,10 @@ absl::Status Machine::Respond(const Response& response) {
   }
   const Exit e = *m.pending;
   Vcpu& v = *m.vcpus[e.vcpu.value()];
-  const std::string op = absl::StrFormat("respond(vcpu=%s, kind=%s, action=%d)", e.vcpu,
-                                         ExitKindName(e.kind), static_cast<int>(response.action));
+  auto op = [&] { return absl::StrFormat("respond(vcpu=%s, kind=%s, action=%d)", e.vcpu,
+                                         ExitKindName(e.kind), static_cast<int>(response.action)); };
   if (response.view.has_value() && !m.views.Exists(*response.view)) {
-    return absl::NotFoundError(absl::StrFormat("%s: no such view %s", op, *response.view));
+    return absl::NotFoundError(absl::StrFormat("%s: no such view %s", op(), *response.view));
   }
   const bool intercept = e.kind == ExitKind::kControlRegister || e.kind == ExitKind::kMsrWrite ||
                          e.kind == ExitKind::kCpuid || e.kind == ExitKind::kIo ||
@@ -1088,24 +1088,24 @@ absl::Status Machine::Respond(const Response& response) {
     case EventAction::kDeny:
       if (!intercept) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: deny applies to intercepted instructions only", op));
+            absl::StrFormat("%s: deny applies to intercepted instructions only", op()));
       }
       break;
     case EventAction::kEmulate:
       if (e.kind != ExitKind::kMemoryAccess) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: emulate applies to memory access exits only", op));
+            absl::StrFormat("%s: emulate applies to memory access exits only", op()));
       }
       break;
     case EventAction::kReinjectInterrupt:
       if (e.kind != ExitKind::kBreakpoint && e.kind != ExitKind::kInterrupt) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: reinject applies to breakpoint and interrupt exits only", op));
+            absl::StrFormat("%s: reinject applies to breakpoint and interrupt exits only", op()));
       }
       break;
     case EventAction::kFastSingleStep:
       if (!response.view.has_value()) {
-        return absl::InvalidArgumentError(absl::StrFormat("%s: fast singlestep needs a view", op));
+        return absl::InvalidArgumentError(absl::StrFormat("%s: fast singlestep needs a view", op()));
       }
       break;
     default:
