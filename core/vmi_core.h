@@ -120,7 +120,9 @@ class VmiCore {
   absl::StatusOr<Pa> Translate(AddressContext ctx)
     requires VmiRead<Driver>
   {
-    if (const V2pEntry* e = v2p_cache_.Find(ctx.root, ctx.va)) return e->Apply(ctx.va);
+    if (v2p_cache_.enabled()) {
+      if (const V2pEntry* e = v2p_cache_.Find(ctx.root, ctx.va)) return e->Apply(ctx.va);
+    }
     return TranslateSlow(ctx);
   }
 
@@ -131,7 +133,7 @@ class VmiCore {
   {
     CachedReader reader{this};
     VMI_ASSIGN_OR_RETURN(PageTranslation t, Arch::Translate(reader, ctx, paging_mode_));
-    v2p_cache_.Insert(ctx.root, ctx.va, t);
+    if (v2p_cache_.enabled()) v2p_cache_.Insert(ctx.root, ctx.va, t);
     return t;
   }
 
@@ -180,6 +182,11 @@ class VmiCore {
     requires VmiRead<Driver> && std::is_trivially_copyable_v<T>
   absl::StatusOr<T> ReadStruct(const AccessContext& ctx) {
     T value;
+    if ((ctx.address & (kPageSize - 1)) + sizeof(T) <= kPageSize) {
+      VMI_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, ctx.address));
+      std::memcpy(&value, src, sizeof(T));
+      return value;
+    }
     VMI_RETURN_IF_ERROR(Read(ctx, absl::MakeSpan(reinterpret_cast<uint8_t*>(&value), sizeof(T))));
     return value;
   }
@@ -486,25 +493,40 @@ class VmiCore {
   absl::StatusOr<Pa> TranslateSlow(AddressContext ctx) {
     CachedReader reader{this};
     VMI_ASSIGN_OR_RETURN(PageTranslation t, Arch::Translate(reader, ctx, paging_mode_));
-    v2p_cache_.Insert(ctx.root, ctx.va, t);
+    if (v2p_cache_.enabled()) v2p_cache_.Insert(ctx.root, ctx.va, t);
     return t.pa;
   }
 
   // Pointer to the byte at `address` (in ctx's address space) inside its
-  // page; valid until the next cache mutation.
-  absl::StatusOr<const uint8_t*> PageBytes(const AccessContext& ctx, uint64_t address) {
+  // page; valid until the next cache mutation. The hit path (V2P hit, page
+  // hit) is forced inline; each miss goes to an out-of-line function that
+  // does not look the cache up again (hits and misses are counted once).
+  [[gnu::always_inline]] absl::StatusOr<const uint8_t*> PageBytes(const AccessContext& ctx,
+                                                                   uint64_t address) {
     Pa pa(address);
-    if (!ctx.is_physical()) {
-      const AddressContext actx(Va(address), ctx.root());
-      if (const V2pEntry* e = v2p_cache_.Find(actx.root, actx.va)) {
-        pa = e->Apply(actx.va);
-      } else {
-        VMI_ASSIGN_OR_RETURN(pa, TranslateSlow(actx));
-      }
+    if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism)) {
+      const V2pEntry* e = v2p_cache_.enabled() ? v2p_cache_.Find(paging->root, Va(address)) : nullptr;
+      if (e == nullptr) return PageBytesAfterV2pMiss(AddressContext(Va(address), paging->root));
+      pa = e->Apply(Va(address));
     }
     const Gfn gfn = Arch::GfnFromPa(pa);
+    if (const MappedPage* page = page_cache_.Find(gfn)) {
+      return page->data() + Arch::PageOffset(pa.value());
+    }
+    return PageBytesAfterPageMiss(pa);
+  }
+
+  [[gnu::noinline]] absl::StatusOr<const uint8_t*> PageBytesAfterV2pMiss(AddressContext actx) {
+    VMI_ASSIGN_OR_RETURN(const Pa pa, TranslateSlow(actx));
+    if (const MappedPage* page = page_cache_.Find(Arch::GfnFromPa(pa))) {
+      return page->data() + Arch::PageOffset(pa.value());
+    }
+    return PageBytesAfterPageMiss(pa);
+  }
+
+  [[gnu::noinline]] absl::StatusOr<const uint8_t*> PageBytesAfterPageMiss(Pa pa) {
+    const Gfn gfn = Arch::GfnFromPa(pa);
     const uint64_t offset = Arch::PageOffset(pa.value());
-    if (const MappedPage* page = page_cache_.Find(gfn)) return page->data() + offset;
     if (!page_cache_.enabled() || page_cache_.capacity() == 0) {
       VMI_ASSIGN_OR_RETURN(uncached_, driver_.ReadPage(gfn));
       return uncached_.data() + offset;
