@@ -218,6 +218,26 @@ TYPED_TEST(ProtectionConformance, EveryCombinationReadsBack) {
   }
 }
 
+TYPED_TEST(ProtectionConformance, IgnorePageWalkUpdatesOptionRoundTripsOrIsRefusedClearly) {
+  const Gfn gfn = this->adapter_->writable_gfn();
+  absl::Status s = this->driver().SetMemoryAccessWithOptions(
+      gfn, kDefaultView, MemoryAccess::RX(), MemoryAccessOptions::IgnorePageWalkUpdates());
+  if (absl::IsUnimplemented(s)) {
+    // A hypervisor without the *_pw access types (Xen 4.17) must say so and change nothing.
+    EXPECT_THAT(std::string(s.message()), HasSubstr("ignore_page_walk_updates"));
+    EXPECT_EQ(*this->driver().GetMemoryAccess(gfn, kDefaultView), MemoryAccess::RWX());
+    return;
+  }
+  ASSERT_TRUE(s.ok()) << s;
+  auto with = this->driver().GetMemoryAccessWithOptions(gfn, kDefaultView);
+  ASSERT_TRUE(with.ok());
+  EXPECT_EQ(with->first, MemoryAccess::RX());
+  EXPECT_EQ(with->second, MemoryAccessOptions::IgnorePageWalkUpdates());
+  ASSERT_TRUE(this->driver().SetMemoryAccess(gfn, kDefaultView, MemoryAccess::RWX()).ok());
+  EXPECT_EQ(this->driver().GetMemoryAccessWithOptions(gfn, kDefaultView)->second,
+            MemoryAccessOptions::None());
+}
+
 TYPED_TEST(ProtectionConformance, BadGfnAndViewAreRejected) {
   EXPECT_FALSE(this->driver().SetMemoryAccess(this->beyond_max(), kDefaultView, MemoryAccess::R()).ok());
   EXPECT_FALSE(this->driver().GetMemoryAccess(this->beyond_max(), kDefaultView).ok());
@@ -310,6 +330,53 @@ TYPED_TEST(EventConformance, BreakpointEventHasTheDocumentedFields) {
   EXPECT_EQ(seen, 1);
   EXPECT_EQ(d.EventsPending(), 0u);
   ASSERT_TRUE(d.ResetState().ok());
+}
+
+// The hidden-breakpoint technique: in a new view the code frame is remapped
+// to a shadow copy carrying an INT3. Only a vCPU in that view hits it; the
+// host view (and what the driver reads) keeps the original code.
+TYPED_TEST(EventConformance, RemappedFrameIsSeenInItsViewOnly) {
+  auto& d = this->driver();
+  const amd64::Registers regs = *d.Registers(VcpuId(0));
+  CoreReaderFor<typename TypeParam::Driver> reader(d);
+  auto t = Amd64::Translate(reader, AddressContext(*this->target_, Amd64::TranslationRoot(regs)),
+                            Amd64::PagingModeOf(regs));
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Gfn code(t->pa.value() >> 12);
+  const uint64_t offset = t->pa.value() & 0xfff;
+  auto shadow = d.AllocateGfn();
+  ASSERT_TRUE(shadow.ok()) << shadow.status();
+  std::vector<uint8_t> copy(d.ReadPage(code)->data(), d.ReadPage(code)->data() + 4096);
+  const uint8_t original = copy[offset];
+  copy[offset] = 0xcc;
+  ASSERT_TRUE(d.WritePage(*shadow, 0, copy).ok());
+  auto view = d.CreateView(MemoryAccess::RWX());
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_TRUE(d.ChangeViewGfn(*view, code, *shadow).ok());
+  ASSERT_TRUE(d.MonitorEnable(amd64::MonitorInterrupt{3}).ok());
+  ASSERT_TRUE(d.SwitchToView(*view).ok());
+  // Every vCPU runs the same code: each hits the INT3 once in the view, is
+  // sent back to the host view, and runs its remaining calls with no event.
+  std::vector<std::string> seen;
+  absl::Status s;
+  for (int i = 0; i < 16 && (s = d.WaitForEvent(absl::Seconds(5), [&](const VmiEvent<Amd64>& e) {
+                               seen.push_back(absl::StrFormat("vcpu=%s view=%s rip=%s", e.vcpu,
+                                                              e.view, Va(e.registers.rip)));
+                               return VmiEventResponse<Amd64>::Continue().WithView(kDefaultView);
+                             })).ok();
+       ++i) {
+  }
+  EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
+  const uint16_t vcpus = d.Info()->vcpus;
+  std::vector<std::string> want;
+  for (uint16_t v = 0; v < vcpus; ++v) {
+    want.push_back(absl::StrFormat("vcpu=%u view=%s rip=%s", v, *view, *this->target_));
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, want);
+  EXPECT_EQ(d.ReadPage(code)->data()[offset], original);  // the host view never saw the INT3
+  ASSERT_TRUE(d.ResetState().ok());
+  EXPECT_TRUE(d.FreeGfn(*shadow).ok());
 }
 
 TYPED_TEST(EventConformance, PausedVmRaisesNoEventsAndDoesNotRun) {
