@@ -7,6 +7,8 @@
         .balign 4096
         .globl vmi_demo_begin, vmi_demo_entry, vmi_demo_tick, vmi_demo_counter, vmi_demo_end
         .hidden vmi_demo_begin, vmi_demo_entry, vmi_demo_tick, vmi_demo_counter, vmi_demo_end
+        .globl vmi_demo_exception
+        .hidden vmi_demo_exception
 vmi_demo_begin:
 vmi_demo_entry:
         lea vmi_demo_counter(%rip), %r12
@@ -25,6 +27,11 @@ vmi_demo_entry:
 vmi_demo_tick:
         incq (%r12)
         ret
+// Every exception vector points here: the demo guest never expects one, so
+// it stops (and `vmi idt` has gates to show).
+vmi_demo_exception:
+        hlt
+        jmp vmi_demo_exception
         .balign 4096
 vmi_demo_counter:
         .quad 0

@@ -9,7 +9,7 @@
 #include "sim/programs.h"
 
 extern "C" const uint8_t vmi_demo_begin[], vmi_demo_entry[], vmi_demo_tick[], vmi_demo_counter[],
-    vmi_demo_end[];
+    vmi_demo_exception[], vmi_demo_end[];
 
 namespace vmi::cli {
 namespace {
@@ -43,6 +43,9 @@ absl::StatusOr<DemoGuest> BootDemoGuest() {
                        sim::LoadProgram(b, *a, kProgram, Va(sim::kProgramVa)));
   VMI_RETURN_IF_ERROR(c->Map(Va(sim::kProgramVa), loaded.pa, kProgram.image.size(),
                              sim::page_flags::kWritable));
+  for (uint8_t vector = 0; vector < 32; ++vector) {
+    VMI_RETURN_IF_ERROR(b.SetInterruptGate(vector, loaded.base + Offset(vmi_demo_exception)));
+  }
   // One kernel stack, mapped in both spaces.
   constexpr uint64_t kStackPages = 4;
   const Va top(sim::kStackTopVa);

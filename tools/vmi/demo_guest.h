@@ -1,7 +1,8 @@
 // The embedded guest behind `--target sim` and `vmi demo`: two address
 // spaces sharing a kernel half, a kernel loop worth breaking on (`tick`), a
-// page worth watching (`counter`), CR3 switches, and a user page at
-// kUserVa whose contents differ between the two spaces.
+// page worth watching (`counter`), CR3 switches, a user page at kUserVa
+// whose contents differ between the two spaces, and an IDT whose 32
+// exception gates point at a halting handler.
 //
 // Thread-safety: thread-compatible.
 

@@ -171,10 +171,10 @@ nlohmann::json IdtToJson(const std::vector<amd64::IdtEntry>& entries) {
 }
 
 std::string IdtToText(const std::vector<amd64::IdtEntry>& entries) {
-  std::string out = "vector  name         handler             sel     type       dpl ist\n";
+  std::string out = "vector  name         handler               sel     type       dpl ist\n";
   for (const auto& e : entries) {
     if (!e.gate.present) continue;
-    absl::StrAppendFormat(&out, "%-7u %-12s %018x  0x%04x  %-9s  %u   %u\n", e.vector,
+    absl::StrAppendFormat(&out, "%-7u %-12s 0x%016x  0x%04x  %-9s  %u   %u\n", e.vector,
                           amd64::ExceptionName(e.vector), e.gate.offset, e.gate.selector,
                           e.gate.is_interrupt_gate() ? "interrupt" : e.gate.is_trap_gate() ? "trap" : "other",
                           e.gate.dpl, e.gate.ist);
