@@ -183,6 +183,11 @@ struct Machine::Impl {
   // Reads/writes guest-virtual memory as `v` sees it (page tables are walked
   // in guest-physical terms; the leaf frame goes through the view's remap).
   bool ReadVirt(Vcpu& v, uint64_t va, uint8_t* out, size_t n) const;
+  // The linear address of the data access at `gpa` made by the instruction at
+  // `rip`, decoded from its memory operand (or RSP/RSI/RDI for implicit
+  // operands) and verified by a forward walk; nullopt when that fails.
+  std::optional<uint64_t> GlaFromInstruction(Vcpu& v, const PagingState& p, uint64_t rip,
+                                             uint64_t gpa) const;
   bool WriteVirt(Vcpu& v, uint64_t va, const uint8_t* in, size_t n);
   void MarkAllTranslationsDirty();
 
@@ -427,6 +432,63 @@ bool Machine::Impl::ReadVirt(Vcpu& v, uint64_t va, uint8_t* out, size_t n) const
     n -= chunk;
   }
   return true;
+}
+
+std::optional<uint64_t> Machine::Impl::GlaFromInstruction(Vcpu& v, const PagingState& p,
+                                                          uint64_t rip, uint64_t gpa) const {
+  static constexpr int kGpr[16] = {UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX,
+                                   UC_X86_REG_RSP, UC_X86_REG_RBP, UC_X86_REG_RSI, UC_X86_REG_RDI,
+                                   UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+                                   UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15};
+  uint8_t insn[15];
+  size_t n = sizeof(insn);
+  // Near the end of a mapped page the instruction may be shorter than 15 bytes.
+  while (n > 0 && !ReadVirt(v, rip, insn, n)) n = n > 8 ? 8 : n - 1;
+  if (n == 0) return std::nullopt;
+  const std::optional<sim_internal::MemoryOperand> op = sim_internal::DecodeMemoryOperand(insn, n);
+  if (!op) return std::nullopt;
+  uc_engine* uc = v.uc;
+  std::vector<uint64_t> candidates;
+  switch (op->kind) {
+    case sim_internal::MemoryOperand::Kind::kPush:
+      candidates = {Reg(uc, UC_X86_REG_RSP) - 8};
+      break;
+    case sim_internal::MemoryOperand::Kind::kPop:
+      candidates = {Reg(uc, UC_X86_REG_RSP), Reg(uc, UC_X86_REG_RBP)};
+      break;
+    case sim_internal::MemoryOperand::Kind::kString:
+      candidates = {Reg(uc, UC_X86_REG_RDI), Reg(uc, UC_X86_REG_RSI)};
+      break;
+    case sim_internal::MemoryOperand::Kind::kModrm: {
+      uint64_t ea = static_cast<uint64_t>(op->disp);
+      if (op->base >= 0) ea += Reg(uc, kGpr[op->base]);
+      if (op->index >= 0) ea += Reg(uc, kGpr[op->index]) * op->scale;
+      if (op->segment == 4) ea += Reg(uc, UC_X86_REG_FS_BASE);
+      if (op->segment == 5) ea += Reg(uc, UC_X86_REG_GS_BASE);
+      if (op->rip_relative) {
+        // The end of the instruction depends on its immediate, which this
+        // decoder does not size: try each possible immediate width.
+        for (uint64_t imm : {0, 1, 2, 4}) candidates.push_back(rip + op->end + imm + ea);
+      } else {
+        candidates.push_back(op->address32 ? (ea & 0xffffffffu) : ea);
+      }
+      break;
+    }
+  }
+  // The access may start on the page before the faulting one (a split access).
+  const uint64_t gfn = gpa / kPageSize;
+  std::optional<uint64_t> found;
+  for (uint64_t c : candidates) {
+    for (uint64_t page : {c & ~(kPageSize - 1), (c & ~(kPageSize - 1)) + kPageSize}) {
+      const uint64_t gla = page | (gpa & (kPageSize - 1));
+      const sim_internal::WalkResult w = sim_internal::Walk(ram, options.ram_size, p, gla);
+      if (w.present && w.pa / kPageSize == gfn) {
+        if (found && *found != gla) return std::nullopt;  // ambiguous: let the search decide
+        found = gla;
+      }
+    }
+  }
+  return found;
 }
 
 bool Machine::Impl::WriteVirt(Vcpu& v, uint64_t va, const uint8_t* in, size_t n) {
@@ -708,6 +770,14 @@ bool Machine::Impl::HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, 
         e.gla_valid = true;
         break;
       }
+    }
+  }
+  if (!e.gla_valid) {
+    // As hardware does: from the faulting instruction's operand, accepted only
+    // if that linear page really maps to the faulting frame.
+    if (std::optional<uint64_t> gla = m->GlaFromInstruction(*v, p, rip, address)) {
+      e.gla = Va(*gla);
+      e.gla_valid = true;
     }
   }
   if (!e.gla_valid) {

@@ -23,9 +23,12 @@
 // restore or InvalidateTranslations(); LMSW with a memory operand raises no
 // CR0 event; XCR0 is not reachable through Unicorn 2.1.1 (reads as 0).
 //
-// The guest-linear address of a data access is derived, not observed:
-// Exit::gla_valid is set only when exactly one virtual page of the current
-// address space maps the frame (or, for fetches, when RIP's page does).
+// The guest-linear address of a violating access is derived, not observed
+// (Unicorn reports the physical address): from the faulting instruction's
+// memory operand (or RSP/RSI/RDI for implicit operands), accepted when that
+// linear page maps the frame; failing that, when exactly one virtual page of
+// the current address space maps the frame; for fetches, from RIP.
+// Exit::gla_valid is set only in those cases.
 //
 // Thread-safety: thread-compatible. All calls must come from one thread at a
 // time; Unicorn engines are not thread-safe.

@@ -74,6 +74,25 @@ TEST(ViewsMachineTest, WriteViolationThenEmulateWritesOnce) {
   EXPECT_EQ(ReadQ(m, f.data_gfn.value() * 4096 + 16), 0u);
 }
 
+// The frame is also mapped at a second linear address, so a search of the
+// page tables cannot name the one the guest used; the faulting instruction
+// can, as on hardware.
+TEST(ViewsMachineTest, GlaOfAnAliasedFrameComesFromTheInstruction) {
+  Fixture f = MakeFixture();
+  Machine& m = *f.m;
+  constexpr uint64_t kAlias = 0x7000000;
+  ASSERT_TRUE(f.g.space->Map(Va(kAlias), Pa(f.data_gfn.value() * 4096), 4096,
+                             page_flags::kWritable | page_flags::kNoExecute)
+                  .ok());
+  ASSERT_TRUE(m.SetMemoryAccess(kDefaultView, f.data_gfn, MemoryAccess::RX()).ok());
+  absl::StatusOr<RunResult> r = RunGuest(m);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->status, RunStatus::kExit);
+  EXPECT_TRUE(r->exit->gla_valid);
+  EXPECT_EQ(r->exit->gla, Va(f.data_va + 8));
+  EXPECT_EQ(r->exit->rip, Sym(f, "write_insn"));
+}
+
 TEST(ViewsMachineTest, EveryWriteToProtectedFrameIsAnExit) {
   Fixture f = MakeFixture();
   Machine& m = *f.m;

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 namespace vmi::sim::sim_internal {
 
@@ -47,6 +48,31 @@ struct DecodedInsn {
 
 // `bytes` holds up to 15 bytes at RIP (fewer near the end of mapped memory).
 DecodedInsn Decode(const uint8_t* bytes, size_t n);
+
+// Where an instruction's data access goes, for deriving the guest-linear
+// address of a memory-access violation the way hardware reports it (from
+// the instruction, not from a search of the page tables).
+struct MemoryOperand {
+  enum class Kind : uint8_t {
+    kModrm,    // base + index * scale + disp (+ FS/GS base); RIP-relative if rip_relative
+    kPush,     // implicit store below RSP (PUSH, CALL, PUSHF, ENTER)
+    kPop,      // implicit load at RSP (POP, RET, POPF, LEAVE reads at RBP)
+    kString,   // MOVS/CMPS/STOS/LODS/SCAS/INS/OUTS: at RSI and/or RDI
+  };
+  Kind kind = Kind::kModrm;
+  int base = -1;   // GPR number 0..15 (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15), -1 none
+  int index = -1;  // GPR number, -1 none
+  uint8_t scale = 1;
+  int64_t disp = 0;
+  bool rip_relative = false;
+  uint8_t end = 0;         // bytes up to and including the displacement
+  int segment = -1;        // 4 = FS, 5 = GS override, -1 none
+  bool address32 = false;  // 0x67: the address is truncated to 32 bits
+};
+
+// The memory operand of the instruction at `bytes`, or nullopt when it has
+// none this decoder knows (register forms, VEX/EVEX encodings, ...).
+std::optional<MemoryOperand> DecodeMemoryOperand(const uint8_t* bytes, size_t n);
 
 }  // namespace vmi::sim::sim_internal
 

@@ -82,3 +82,69 @@ TEST(PageWalkTest, FourLevelWithLargePagesAndReverse) {
 
 }  // namespace
 }  // namespace vmi::sim::sim_internal
+
+namespace vmi::sim::sim_internal {
+namespace {
+
+std::optional<MemoryOperand> Op(std::initializer_list<uint8_t> bytes) {
+  std::vector<uint8_t> b(bytes);
+  return DecodeMemoryOperand(b.data(), b.size());
+}
+
+TEST(DecodeMemoryOperandTest, ModrmForms) {
+  // incq (%r12): 49 ff 04 24 (SIB with base r12).
+  auto m = Op({0x49, 0xff, 0x04, 0x24});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->kind, MemoryOperand::Kind::kModrm);
+  EXPECT_EQ(m->base, 12);
+  EXPECT_EQ(m->index, -1);
+  EXPECT_EQ(m->disp, 0);
+  // mov %rax, 8(%rsi): 48 89 46 08.
+  m = Op({0x48, 0x89, 0x46, 0x08});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->base, 6);
+  EXPECT_EQ(m->disp, 8);
+  EXPECT_EQ(m->end, 4);
+  // mov -0x10(%rbp,%rcx,8), %rdx: 48 8b 54 cd f0.
+  m = Op({0x48, 0x8b, 0x54, 0xcd, 0xf0});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->base, 5);
+  EXPECT_EQ(m->index, 1);
+  EXPECT_EQ(m->scale, 8);
+  EXPECT_EQ(m->disp, -16);
+  // mov 0x1000(%rip), %eax: 8b 05 00 10 00 00.
+  m = Op({0x8b, 0x05, 0x00, 0x10, 0x00, 0x00});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_TRUE(m->rip_relative);
+  EXPECT_EQ(m->disp, 0x1000);
+  EXPECT_EQ(m->end, 6);
+  // mov %gs:0x28, %rax: 65 48 8b 04 25 28 00 00 00 (no base, no index).
+  m = Op({0x65, 0x48, 0x8b, 0x04, 0x25, 0x28, 0x00, 0x00, 0x00});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->segment, 5);
+  EXPECT_EQ(m->base, -1);
+  EXPECT_EQ(m->index, -1);
+  EXPECT_EQ(m->disp, 0x28);
+  // movzbl (%r8,%r9,2), %eax with REX.X and REX.B: 43 0f b6 04 48.
+  m = Op({0x43, 0x0f, 0xb6, 0x04, 0x48});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->base, 8);
+  EXPECT_EQ(m->index, 9);
+  EXPECT_EQ(m->scale, 2);
+}
+
+TEST(DecodeMemoryOperandTest, ImplicitAndUnknown) {
+  EXPECT_EQ(Op({0x50})->kind, MemoryOperand::Kind::kPush);         // push %rax
+  EXPECT_EQ(Op({0xe8, 0, 0, 0, 0})->kind, MemoryOperand::Kind::kPush);  // call
+  EXPECT_EQ(Op({0xc3})->kind, MemoryOperand::Kind::kPop);          // ret
+  EXPECT_EQ(Op({0xf3, 0x48, 0xab})->kind, MemoryOperand::Kind::kString);  // rep stosq
+  EXPECT_EQ(Op({0xff, 0xd0})->kind, MemoryOperand::Kind::kPush);   // call *%rax
+  EXPECT_FALSE(Op({0x48, 0x89, 0xc3}).has_value());                // mov %rax, %rbx
+  EXPECT_FALSE(Op({0xc5, 0xf8, 0x10, 0x06}).has_value());          // VEX
+  EXPECT_FALSE(Op({0x0f, 0xa2}).has_value());                      // cpuid
+  EXPECT_FALSE(Op({0x48, 0x8b}).has_value());                      // truncated
+  EXPECT_FALSE(Op({}).has_value());
+}
+
+}  // namespace
+}  // namespace vmi::sim::sim_internal
