@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "sim/machine.h"
 #include "sim/programs.h"
+#include "sim/testing/test_machine.h"
 
 namespace vmi::sim {
 namespace {
@@ -14,20 +15,10 @@ using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
-std::unique_ptr<Machine> NewMachine(uint16_t vcpus = 1, uint64_t quantum = 1000) {
-  absl::StatusOr<std::unique_ptr<Machine>> m =
-      Machine::Create({.ram_size = 16ull << 20, .vcpu_count = vcpus, .quantum = quantum});
-  EXPECT_TRUE(m.ok()) << m.status();
-  return std::move(*m);
-}
+using testing::Guest;
+using testing::NewMachine;
+using testing::Sym;
 
-StandardGuest Guest(Machine& m, const char* program, StandardGuestOptions options = {}) {
-  absl::StatusOr<StandardGuest> g = BuildStandardGuest(m, program, options);
-  EXPECT_TRUE(g.ok()) << g.status();
-  return std::move(*g);
-}
-
-uint64_t Sym(const StandardGuest& g, const char* name) { return g.program.Symbol(name)->value(); }
 uint64_t SymPa(const StandardGuest& g, const char* name) {
   return g.program.SymbolPa(name)->value();
 }

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sim/testing/test_machine.h"
 #include "sim/guest_builder.h"
 #include "sim/programs.h"
 
@@ -14,24 +15,10 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::unique_ptr<Machine> NewMachine(uint16_t vcpus = 1, uint64_t quantum = 1000) {
-  absl::StatusOr<std::unique_ptr<Machine>> m =
-      Machine::Create({.ram_size = 16ull << 20, .vcpu_count = vcpus, .quantum = quantum});
-  EXPECT_TRUE(m.ok()) << m.status();
-  return std::move(*m);
-}
+using testing::Guest;
+using testing::NewMachine;
+using testing::Sym;
 
-StandardGuest Guest(Machine& m, const char* program, StandardGuestOptions options = {}) {
-  absl::StatusOr<StandardGuest> g = BuildStandardGuest(m, program, options);
-  EXPECT_TRUE(g.ok()) << g.status();
-  return std::move(*g);
-}
-
-uint64_t Sym(const StandardGuest& g, const char* name) {
-  absl::StatusOr<Va> va = g.program.Symbol(name);
-  EXPECT_TRUE(va.ok()) << va.status();
-  return va->value();
-}
 
 void SetReg(Machine& m, VcpuId vcpu, uint64_t amd64::Registers::*field, uint64_t value) {
   amd64::Registers r = *m.GetRegisters(vcpu);

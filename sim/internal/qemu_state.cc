@@ -49,13 +49,13 @@ absl::StatusOr<QemuLayout> ComputeLayout() {
   absl::Status status;
   QemuLayout layout{};
   if (head == 0 || dr == 0 || head + sizeof(QemuStateHead) > size) {
-    status = absl::UnimplementedError(
+    status = absl::FailedPreconditionError(
         "qemu layout probe: CPU state layout of this Unicorn build not recognised");
   } else {
     QemuStateHead h;
     std::memcpy(&h, blob + head, sizeof(h));
     if (h.eip != rip || h.gdt.base != gdtr.base || h.gdt.limit != gdtr.limit) {
-      status = absl::UnimplementedError(
+      status = absl::FailedPreconditionError(
           "qemu layout probe: CPU state head of this Unicorn build does not match QEMU 5");
     } else {
       // error_code, exception_is_int, exception_next_eip precede dr[8]; then
@@ -66,7 +66,7 @@ absl::StatusOr<QemuLayout> ComputeLayout() {
       int32_t old_exception;
       std::memcpy(&old_exception, blob + layout.old_exception, 4);
       if (old_exception != -1) {
-        status = absl::UnimplementedError(
+        status = absl::FailedPreconditionError(
             "qemu layout probe: exception-in-flight marker not where QEMU 5 keeps it");
       }
     }

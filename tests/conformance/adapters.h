@@ -46,6 +46,7 @@
 #include "core/error.h"
 #include "core/types.h"
 #include "drivers/dump/dump_driver.h"
+#include "drivers/dump/dump_source.h"
 #include "drivers/dump/dump_writer.h"
 #include "drivers/sim/sim_driver.h"
 #include "drivers/xen/xen_driver.h"
@@ -124,18 +125,7 @@ class DumpAdapter {
     const char* tmp = std::getenv("TEST_TMPDIR");
     const std::string path =
         absl::StrFormat("%s/conformance-%d-%d.elf", tmp ? tmp : "/tmp", getpid(), counter_++);
-    dump::DumpSource source;
-    const VmiInfo info = *sim.Info();
-    source.ranges.push_back({Gfn(0), info.max_gfn.value() + 1});
-    source.read_page = [&sim](Gfn gfn, absl::Span<uint8_t> out) -> absl::Status {
-      VMI_ASSIGN_OR_RETURN(MappedPage page, sim.ReadPage(gfn));
-      std::memcpy(out.data(), page.data(), out.size());
-      return absl::OkStatus();
-    };
-    for (uint16_t v = 0; v < info.vcpus; ++v) {
-      VMI_ASSIGN_OR_RETURN(amd64::Registers regs, sim.Registers(VcpuId(v)));
-      source.vcpus.push_back(regs);
-    }
+    VMI_ASSIGN_OR_RETURN(dump::DumpSource source, dump::DumpSourceFor(sim));
     VMI_RETURN_IF_ERROR(dump::WriteElfCoreDump(path, source));
     absl::StatusOr<dump::DumpDriver> driver = dump::DumpDriver::Open(path);
     std::remove(path.c_str());  // the mapping stays valid
@@ -168,8 +158,9 @@ class XenAdapter {
   static const char* Name() { return "Xen"; }
   static std::optional<std::string> SkipReason() {
     if (std::getenv("VMI_XEN_DOMAIN") == nullptr) {
-      return std::string("VMI_XEN_DOMAIN is not set: run on a Xen host with "
-                         "VMI_XEN_DOMAIN=<domid|name> of a running HVM guest");
+      return std::string(
+          "VMI_XEN_DOMAIN is not set: run on a Xen host with "
+          "VMI_XEN_DOMAIN=<domid|name> of a running HVM guest");
     }
     return std::nullopt;
   }

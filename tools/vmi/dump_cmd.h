@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "core/vmi_core.h"
 #include "drivers/dump/dump_format.h"
+#include "drivers/dump/dump_source.h"
 #include "drivers/dump/dump_writer.h"
 #include "tools/vmi/commands.h"
 #include "tools/vmi/format.h"
@@ -29,31 +30,22 @@ int CmdDump(VmiCore<D>& core, const std::string& out_path, dump::DumpFormat form
   absl::StatusOr<VmiInfo> info = core.Info();
   if (!info.ok()) return Fail(io, "dump", info.status());
 
-  dump::DumpSource source;
-  if constexpr (requires { core.driver().PresentRanges(); }) {
-    source.ranges = core.driver().PresentRanges();
-  } else {
-    source.ranges.push_back({Gfn(0), info->max_gfn.value() + 1});
-  }
+  absl::StatusOr<dump::DumpSource> prepared = dump::DumpSourceFor(core.driver());
+  if (!prepared.ok()) return Fail(io, absl::StrFormat("dump %s", out_path), prepared.status());
+  dump::DumpSource source = *std::move(prepared);
   uint64_t total = 0;
   for (const auto& r : source.ranges) total += r.count * info->page_size;
 
+  // Pages come straight from the driver (a full dump would only churn the
+  // page cache); the progress bar counts them.
   ProgressBar progress(total, !io.json);
   uint64_t done = 0;
-  // Straight from the driver: a full dump would only churn the page cache.
-  source.read_page = [&](Gfn gfn, absl::Span<uint8_t> page) -> absl::Status {
-    VMI_ASSIGN_OR_RETURN(MappedPage mapped, core.driver().ReadPage(gfn));
-    std::memcpy(page.data(), mapped.data(), std::min(page.size(), mapped.size()));
+  source.read_page = [&, read = std::move(source.read_page)](Gfn gfn, absl::Span<uint8_t> page) {
+    VMI_RETURN_IF_ERROR(read(gfn, page));
     done += page.size();
     progress.Update(done);
     return absl::OkStatus();
   };
-  if constexpr (VmiQueryRegisters<D>) {
-    for (uint16_t v = 0; v < info->vcpus; ++v) {
-      absl::StatusOr<amd64::Registers> regs = core.GetRegisters(VcpuId(v));
-      if (regs.ok()) source.vcpus.push_back(*regs);
-    }
-  }
 
   const std::string partial = out_path + ".partial";
   const absl::Time start = absl::Now();
