@@ -7,6 +7,8 @@
 #include <bitset>
 #include <cstring>
 #include <deque>
+#include <iterator>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -130,19 +132,47 @@ struct VcpuBook {
 
 }  // namespace
 
-struct Vcpu {
-  Machine::Impl* m = nullptr;
-  uint16_t index = 0;
+// One Unicorn engine: a vCPU as it runs in one view. Each engine applies its
+// view's permissions and remaps once and keeps them, so a view switch moves
+// the CPU state between engines (~0.1 us) instead of re-protecting guest
+// memory (a write-permission change costs Unicorn ~8 us: it rebuilds QEMU's
+// memory map).
+struct Engine {
   uc_engine* uc = nullptr;
-  VcpuBook book;
+  View view;
 
-  // What the engine currently enforces.
+  // What the engine enforces, and the view-table epoch it was synced to.
   MemoryAccess applied_default = MemoryAccess::RWX();
   absl::flat_hash_map<uint64_t, ViewEntry> applied;  // frames differing from {self, default}
-  std::optional<View> applied_view;
+  uint64_t applied_epoch = ~0ull;
   bool tb_dirty = false;
   bool tlb_dirty = false;
   uc_hook code_hook = 0;
+
+  // The frames this engine has translated code from, each with its content
+  // when first seen. Another engine's guest writes do not reach this engine's
+  // translated-code cache, so before it runs after another engine, a frame
+  // whose content changed drops its translations. Recorded only while the
+  // machine has more than one engine.
+  absl::flat_hash_map<uint64_t, std::unique_ptr<uint8_t[]>> code;
+
+  Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  ~Engine() {
+    if (uc != nullptr) uc_close(uc);
+  }
+};
+
+struct Vcpu {
+  Machine::Impl* m = nullptr;
+  uint16_t index = 0;
+  // The engine holding this vCPU's state (the one for its view, once prepared).
+  Engine* active = nullptr;
+  uc_engine* uc = nullptr;  // == active->uc
+  std::map<uint16_t, std::unique_ptr<Engine>> engines;  // by view
+  uc_context* transfer = nullptr;                        // scratch for engine switches
+  VcpuBook book;
 
   // Recorded by hooks during one uc_emu_start.
   std::optional<Exit> hook_exit;
@@ -159,6 +189,19 @@ struct Vcpu {
   // uc_emu_start, MOV to CR and INVLPG, like a hardware TLB.
   uint64_t fetch_page = ~0ull;
   const uint8_t* fetch_host = nullptr;
+
+  // Code-frame recording: the virtual page of the last block, and the
+  // virtual pages already recorded during this uc_emu_start (reset at every
+  // start and at MOV to CR/INVLPG seen by the code hook; a CR3 switch inside
+  // one quantum with no code hook can leave a frame behind a virtual page
+  // seen before it unrecorded until the next quantum).
+  uint64_t block_page = ~0ull;
+  uint64_t noted[16];
+
+  ~Vcpu() {
+    engines.clear();
+    if (transfer != nullptr) uc_context_free(transfer);
+  }
 };
 
 struct Machine::Impl {
@@ -172,6 +215,11 @@ struct Machine::Impl {
   bool paused = false;
   std::string console;
   uint64_t scheduled = 0;
+  // Bumped by every change to the view table; engines re-sync when it moved.
+  uint64_t views_epoch = 0;
+  // Engines alive, and the one that executed last (never dereferenced).
+  size_t engine_count = 0;
+  const Engine* last_engine = nullptr;
 
   ~Impl();
 
@@ -191,11 +239,18 @@ struct Machine::Impl {
   bool WriteVirt(Vcpu& v, uint64_t va, const uint8_t* in, size_t n);
   void MarkAllTranslationsDirty();
 
-  // --- views on engines ---
-  absl::Status ApplyEntry(Vcpu& v, Gfn gfn, ViewEntry want);
-  absl::Status ApplyView(Vcpu& v, View view);
+  // --- engines and views ---
+  absl::StatusOr<Engine*> CreateEngine(Vcpu& v, View view);
+  void CloseEngine(Vcpu& v, View view);
+  absl::Status SwitchEngine(Vcpu& v, Engine& to);
+  absl::Status ApplyEntry(Vcpu& v, Engine& e, Gfn gfn, ViewEntry want);
+  absl::Status ApplyView(Vcpu& v, Engine& e);
   absl::Status PrepareEngine(Vcpu& v);
-  absl::Status UpdateCodeHook(Vcpu& v);
+  // Drops the engine's translated code and/or TLB where marked stale.
+  void FlushEngine(Engine& e);
+  absl::Status UpdateCodeHook(Vcpu& v, Engine& e);
+  void NoteCode(Vcpu& v, uint64_t va);
+  bool CodeChanged(const Engine& e) const;
 
   // --- execution ---
   absl::StatusOr<std::optional<Exit>> RunSlot(Vcpu& v, uint64_t* charged);
@@ -316,9 +371,7 @@ std::string Exit::ToString() const {
 // Creation
 
 Machine::Impl::~Impl() {
-  for (auto& v : vcpus) {
-    if (v->uc != nullptr) uc_close(v->uc);
-  }
+  vcpus.clear();  // the engines map `ram`
   if (ram != nullptr) munmap(ram, options.ram_size);
 }
 
@@ -352,45 +405,14 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(const MachineOptions& o
     auto v = std::make_unique<Vcpu>();
     v->m = impl.get();
     v->index = i;
-    if (uc_err e = uc_open(UC_ARCH_X86, UC_MODE_64, &v->uc); e != UC_ERR_OK) {
-      return UcError(absl::StrFormat("create_machine: vcpu %u: uc_open", i), e);
-    }
-    // Unicorn's default translation buffer is 1 GiB, which costs ~150 ms
-    // to set up per engine; guest programs here need far less.
-    uc_ctl_set_tcg_buffer_size(v->uc, kTcgBufferSize);
-    if (uc_err e = uc_mem_map_ptr(v->uc, 0, options.ram_size, UC_PROT_ALL, impl->ram);
-        e != UC_ERR_OK) {
-      uc_close(v->uc);
-      v->uc = nullptr;
-      return UcError(absl::StrFormat("create_machine: vcpu %u: uc_mem_map_ptr", i), e);
-    }
-    Vcpu* raw = v.get();
-    uc_hook h;
-    struct HookSpec {
-      int type;
-      void* fn;
-      int insn;
-    };
-    const HookSpec specs[] = {
-        {UC_HOOK_INTR, reinterpret_cast<void*>(&Impl::HookIntr), -1},
-        {UC_HOOK_INSN_INVALID, reinterpret_cast<void*>(&Impl::HookInvalid), -1},
-        {UC_HOOK_MEM_PROT, reinterpret_cast<void*>(&Impl::HookProt), -1},
-        {UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(&Impl::HookUnmapped), -1},
-        {UC_HOOK_BLOCK, reinterpret_cast<void*>(&Impl::HookBlock), -1},
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookSyscall), UC_X86_INS_SYSCALL},
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookIn), UC_X86_INS_IN},
-        {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookOut), UC_X86_INS_OUT},
-    };
-    for (const HookSpec& spec : specs) {
-      uc_err e = spec.insn < 0 ? uc_hook_add(v->uc, &h, spec.type, spec.fn, raw, 1, 0)
-                               : uc_hook_add(v->uc, &h, spec.type, spec.fn, raw, 1, 0, spec.insn);
-      if (e != UC_ERR_OK) {
-        uc_close(v->uc);
-        v->uc = nullptr;
-        return UcError(absl::StrFormat("create_machine: vcpu %u: uc_hook_add", i), e);
-      }
-    }
+    Vcpu& raw = *v;
     impl->vcpus.push_back(std::move(v));
+    VMI_ASSIGN_OR_RETURN(Engine * e, impl->CreateEngine(raw, kDefaultView));
+    raw.active = e;
+    raw.uc = e->uc;
+    if (uc_err err = uc_context_alloc(e->uc, &raw.transfer); err != UC_ERR_OK) {
+      return UcError(absl::StrFormat("create_machine: vcpu %u: uc_context_alloc", i), err);
+    }
   }
   return std::unique_ptr<Machine>(new Machine(std::move(impl)));
 }
@@ -507,8 +529,10 @@ bool Machine::Impl::WriteVirt(Vcpu& v, uint64_t va, const uint8_t* in, size_t n)
 
 void Machine::Impl::MarkAllTranslationsDirty() {
   for (auto& v : vcpus) {
-    v->tb_dirty = true;
-    v->tlb_dirty = true;
+    for (auto& [id, e] : v->engines) {
+      e->tb_dirty = true;
+      e->tlb_dirty = true;
+    }
   }
 }
 
@@ -524,52 +548,160 @@ Exit Machine::Impl::NewExit(Vcpu& v, ExitKind kind, uint64_t rip) const {
 // ---------------------------------------------------------------------------
 // Views on engines
 
-absl::Status Machine::Impl::ApplyEntry(Vcpu& v, Gfn gfn, ViewEntry want) {
-  ViewEntry cur{gfn, v.applied_default};
-  if (auto it = v.applied.find(gfn.value()); it != v.applied.end()) cur = it->second;
-  if (cur == want) return absl::OkStatus();
-  const uint64_t gpa = gfn.value() * kPageSize;
-  if (cur.backing != want.backing) {
-    if (uc_err e = uc_mem_unmap(v.uc, gpa, kPageSize); e != UC_ERR_OK) {
-      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_unmap", v.index, gfn), e);
-    }
-    if (uc_err e = uc_mem_map_ptr(v.uc, gpa, kPageSize, UcPerms(want.access),
-                                  ram + want.backing.value() * kPageSize);
-        e != UC_ERR_OK) {
-      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_map_ptr", v.index, gfn),
-                     e);
-    }
-    v.tb_dirty = true;
-  } else if (uc_err e = uc_mem_protect(v.uc, gpa, kPageSize, UcPerms(want.access));
-             e != UC_ERR_OK) {
-    return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_protect", v.index, gfn), e);
+absl::StatusOr<Engine*> Machine::Impl::CreateEngine(Vcpu& v, View view) {
+  auto e = std::make_unique<Engine>();
+  e->view = view;
+  const std::string op = absl::StrFormat("create_engine(vcpu=%u, view=%s)", v.index, view);
+  if (uc_err err = uc_open(UC_ARCH_X86, UC_MODE_64, &e->uc); err != UC_ERR_OK) {
+    e->uc = nullptr;
+    return UcError(op + ": uc_open", err);
   }
-  if (want == ViewEntry{gfn, v.applied_default}) {
-    v.applied.erase(gfn.value());
-  } else {
-    v.applied[gfn.value()] = want;
+  // Unicorn's default translation buffer is 1 GiB, which costs ~150 ms
+  // to set up per engine; guest programs here need far less.
+  uc_ctl_set_tcg_buffer_size(e->uc, kTcgBufferSize);
+  if (uc_err err = uc_mem_map_ptr(e->uc, 0, options.ram_size, UC_PROT_ALL, ram);
+      err != UC_ERR_OK) {
+    return UcError(op + ": uc_mem_map_ptr", err);
   }
-  v.tlb_dirty = true;
+  struct HookSpec {
+    int type;
+    void* fn;
+    int insn;
+  };
+  const HookSpec specs[] = {
+      {UC_HOOK_INTR, reinterpret_cast<void*>(&Impl::HookIntr), -1},
+      {UC_HOOK_INSN_INVALID, reinterpret_cast<void*>(&Impl::HookInvalid), -1},
+      {UC_HOOK_MEM_PROT, reinterpret_cast<void*>(&Impl::HookProt), -1},
+      {UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(&Impl::HookUnmapped), -1},
+      {UC_HOOK_BLOCK, reinterpret_cast<void*>(&Impl::HookBlock), -1},
+      {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookSyscall), UC_X86_INS_SYSCALL},
+      {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookIn), UC_X86_INS_IN},
+      {UC_HOOK_INSN, reinterpret_cast<void*>(&Impl::HookOut), UC_X86_INS_OUT},
+  };
+  for (const HookSpec& spec : specs) {
+    uc_hook h;
+    uc_err err = spec.insn < 0 ? uc_hook_add(e->uc, &h, spec.type, spec.fn, &v, 1, 0)
+                               : uc_hook_add(e->uc, &h, spec.type, spec.fn, &v, 1, 0, spec.insn);
+    if (err != UC_ERR_OK) return UcError(op + ": uc_hook_add", err);
+  }
+  Engine* raw = e.get();
+  v.engines[view.value()] = std::move(e);
+  if (++engine_count == 2) {
+    // Code recording starts now: engines that ran alone so far recorded
+    // nothing, so their translations go.
+    for (auto& vc : vcpus) {
+      for (auto& [id, other] : vc->engines) {
+        if (other.get() != raw) other->tb_dirty = true;
+      }
+    }
+  }
+  return raw;
+}
+
+void Machine::Impl::CloseEngine(Vcpu& v, View view) {
+  auto it = v.engines.find(view.value());
+  if (it == v.engines.end() || it->second.get() == v.active) return;
+  if (last_engine == it->second.get()) last_engine = nullptr;
+  v.engines.erase(it);
+  --engine_count;
+}
+
+absl::Status Machine::Impl::SwitchEngine(Vcpu& v, Engine& to) {
+  VMI_RETURN_IF_ERROR(AnnotateStatus(
+      sim_internal::TransferCpuState(v.active->uc, to.uc, v.transfer),
+      absl::StrFormat("switch_view(vcpu=%u, view %s -> %s)", v.index, v.active->view, to.view)));
+  const View from = v.active->view;
+  v.active = &to;
+  v.uc = to.uc;
+  to.tlb_dirty = true;  // its TLB is from before; CR3 and page tables may differ
+  if (!views.Exists(from)) CloseEngine(v, from);
   return absl::OkStatus();
 }
 
-absl::Status Machine::Impl::ApplyView(Vcpu& v, View view) {
-  VMI_ASSIGN_OR_RETURN(MemoryAccess def, views.DefaultAccess(view));
-  if (def != v.applied_default) {
-    if (uc_err e = uc_mem_protect(v.uc, 0, options.ram_size, UcPerms(def)); e != UC_ERR_OK) {
-      return UcError(absl::StrFormat("apply_view(vcpu=%u, view=%s): uc_mem_protect", v.index, view),
-                     e);
+void Machine::Impl::NoteCode(Vcpu& v, uint64_t va) {
+  const uint64_t page = va & ~(kPageSize - 1);
+  uint64_t& slot = v.noted[(page / kPageSize) % std::size(v.noted)];
+  if (slot == page) return;
+  slot = page;
+  const WalkResult w = sim_internal::Walk(ram, options.ram_size, Paging(v), page);
+  if (!w.present || w.pa >= options.ram_size) return;
+  const uint64_t frame = Backing(v, w.pa) / kPageSize;
+  auto [it, inserted] = v.active->code.try_emplace(frame);
+  if (inserted) {
+    it->second = std::make_unique<uint8_t[]>(kPageSize);
+    std::memcpy(it->second.get(), ram + frame * kPageSize, kPageSize);
+  }
+}
+
+bool Machine::Impl::CodeChanged(const Engine& e) const {
+  for (const auto& [frame, content] : e.code) {
+    if (std::memcmp(ram + frame * kPageSize, content.get(), kPageSize) != 0) return true;
+  }
+  return false;
+}
+
+absl::Status Machine::Impl::ApplyEntry(Vcpu& v, Engine& e, Gfn gfn, ViewEntry want) {
+  ViewEntry cur{gfn, e.applied_default};
+  if (auto it = e.applied.find(gfn.value()); it != e.applied.end()) cur = it->second;
+  if (cur == want) return absl::OkStatus();
+  const uint64_t gpa = gfn.value() * kPageSize;
+  if (cur.backing != want.backing) {
+    if (uc_err err = uc_mem_unmap(e.uc, gpa, kPageSize); err != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_unmap", v.index, gfn),
+                     err);
     }
-    v.applied_default = def;
-    for (auto it = v.applied.begin(); it != v.applied.end();) {
+    if (uc_err err = uc_mem_map_ptr(e.uc, gpa, kPageSize, UcPerms(want.access),
+                                    ram + want.backing.value() * kPageSize);
+        err != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_map_ptr", v.index, gfn),
+                     err);
+    }
+    e.tb_dirty = true;
+  } else {
+    if (uc_err err = uc_mem_protect(e.uc, gpa, kPageSize, UcPerms(want.access));
+        err != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_protect", v.index, gfn),
+                     err);
+    }
+    // Unicorn invalidates translations on a write only where the frame is
+    // executable: code translated before execute was taken away may be stale.
+    // Without recorded code (a single engine), assume the worst.
+    if (!cur.access.execute() && want.access.execute()) {
+      auto it = e.code.find(want.backing.value());
+      if (engine_count < 2 ||
+          (it != e.code.end() &&
+           std::memcmp(ram + it->first * kPageSize, it->second.get(), kPageSize) != 0)) {
+        e.tb_dirty = true;
+      }
+    }
+  }
+  if (want == ViewEntry{gfn, e.applied_default}) {
+    e.applied.erase(gfn.value());
+  } else {
+    e.applied[gfn.value()] = want;
+  }
+  e.tlb_dirty = true;
+  return absl::OkStatus();
+}
+
+absl::Status Machine::Impl::ApplyView(Vcpu& v, Engine& e) {
+  const View view = e.view;
+  VMI_ASSIGN_OR_RETURN(MemoryAccess def, views.DefaultAccess(view));
+  if (def != e.applied_default) {
+    if (uc_err err = uc_mem_protect(e.uc, 0, options.ram_size, UcPerms(def)); err != UC_ERR_OK) {
+      return UcError(absl::StrFormat("apply_view(vcpu=%u, view=%s): uc_mem_protect", v.index, view),
+                     err);
+    }
+    e.applied_default = def;
+    for (auto it = e.applied.begin(); it != e.applied.end();) {
       it->second.access = def;
       if (it->second.backing.value() == it->first) {
-        v.applied.erase(it++);
+        e.applied.erase(it++);
       } else {
         ++it;
       }
     }
-    v.tlb_dirty = true;
+    e.tlb_dirty = true;
   }
   const std::vector<Gfn> targets = views.Overrides(view);
   const std::set<uint64_t> target_set = [&] {
@@ -578,47 +710,67 @@ absl::Status Machine::Impl::ApplyView(Vcpu& v, View view) {
     return s;
   }();
   std::vector<uint64_t> stale;
-  for (const auto& [gfn, entry] : v.applied) {
+  for (const auto& [gfn, entry] : e.applied) {
     if (!target_set.contains(gfn)) stale.push_back(gfn);
   }
   std::sort(stale.begin(), stale.end());
-  for (uint64_t gfn : stale) VMI_RETURN_IF_ERROR(ApplyEntry(v, Gfn(gfn), {Gfn(gfn), def}));
-  for (Gfn gfn : targets) VMI_RETURN_IF_ERROR(ApplyEntry(v, gfn, views.Lookup(view, gfn)));
-  v.applied_view = view;
+  for (uint64_t gfn : stale) VMI_RETURN_IF_ERROR(ApplyEntry(v, e, Gfn(gfn), {Gfn(gfn), def}));
+  for (Gfn gfn : targets) VMI_RETURN_IF_ERROR(ApplyEntry(v, e, gfn, views.Lookup(view, gfn)));
   return absl::OkStatus();
 }
 
-absl::Status Machine::Impl::UpdateCodeHook(Vcpu& v) {
+absl::Status Machine::Impl::UpdateCodeHook(Vcpu& v, Engine& e) {
   const bool want = monitors.AnyDecoded();
-  if (want && v.code_hook == 0) {
-    if (uc_err e = uc_hook_add(v.uc, &v.code_hook, UC_HOOK_CODE,
-                               reinterpret_cast<void*>(&Impl::HookCode), &v, 1, 0);
-        e != UC_ERR_OK) {
-      v.code_hook = 0;
-      return UcError(absl::StrFormat("set_monitor(vcpu=%u): uc_hook_add(code)", v.index), e);
+  if (want && e.code_hook == 0) {
+    if (uc_err err = uc_hook_add(e.uc, &e.code_hook, UC_HOOK_CODE,
+                                 reinterpret_cast<void*>(&Impl::HookCode), &v, 1, 0);
+        err != UC_ERR_OK) {
+      e.code_hook = 0;
+      return UcError(absl::StrFormat("set_monitor(vcpu=%u): uc_hook_add(code)", v.index), err);
     }
-    v.tb_dirty = true;
-  } else if (!want && v.code_hook != 0) {
-    uc_hook_del(v.uc, v.code_hook);
-    v.code_hook = 0;
-    v.tb_dirty = true;
+    e.tb_dirty = true;
+  } else if (!want && e.code_hook != 0) {
+    uc_hook_del(e.uc, e.code_hook);
+    e.code_hook = 0;
+    e.tb_dirty = true;
   }
   return absl::OkStatus();
 }
 
 absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
-  VMI_RETURN_IF_ERROR(UpdateCodeHook(v));
-  VMI_RETURN_IF_ERROR(ApplyView(v, v.book.view));
-  if (v.tb_dirty) {
-    uc_ctl_flush_tb(v.uc);
-    v.tb_dirty = false;
-    v.tlb_dirty = true;
+  if (!views.Exists(v.book.view)) {
+    return absl::NotFoundError(
+        absl::StrFormat("run(vcpu=%u): view %s does not exist", v.index, v.book.view));
   }
-  if (v.tlb_dirty) {
-    uc_ctl_flush_tlb(v.uc);
-    v.tlb_dirty = false;
+  Engine* e;
+  if (auto it = v.engines.find(v.book.view.value()); it != v.engines.end()) {
+    e = it->second.get();
+  } else {
+    VMI_ASSIGN_OR_RETURN(e, CreateEngine(v, v.book.view));
   }
+  if (e != v.active) VMI_RETURN_IF_ERROR(SwitchEngine(v, *e));
+  VMI_RETURN_IF_ERROR(UpdateCodeHook(v, *e));
+  if (e->applied_epoch != views_epoch) {
+    VMI_RETURN_IF_ERROR(ApplyView(v, *e));
+    e->applied_epoch = views_epoch;
+  }
+  // Guest writes made by another engine since this one last ran.
+  if (last_engine != e && !e->tb_dirty && CodeChanged(*e)) e->tb_dirty = true;
+  FlushEngine(*e);
   return absl::OkStatus();
+}
+
+void Machine::Impl::FlushEngine(Engine& e) {
+  if (e.tb_dirty) {
+    uc_ctl_flush_tb(e.uc);
+    e.code.clear();
+    e.tb_dirty = false;
+    e.tlb_dirty = true;
+  }
+  if (e.tlb_dirty) {
+    uc_ctl_flush_tlb(e.uc);
+    e.tlb_dirty = false;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -649,6 +801,8 @@ void Machine::Impl::HookCode(uc_engine* uc, uint64_t address, uint32_t size, voi
   if (d.kind == InsnKind::kMovToCr || d.kind == InsnKind::kInvlpg || d.kind == InsnKind::kLmsw ||
       d.kind == InsnKind::kClts) {
     v->fetch_page = ~0ull;  // the translation may change
+    v->block_page = ~0ull;
+    std::fill(std::begin(v->noted), std::end(v->noted), ~0ull);
   }
   std::optional<Exit> exit;
   auto make = [&](ExitKind kind) {
@@ -733,6 +887,14 @@ void Machine::Impl::HookBlock(uc_engine*, uint64_t address, uint32_t size, void*
   Vcpu* v = static_cast<Vcpu*>(user);
   v->last_block_start = address;
   v->last_block_size = size;
+  Impl* m = v->m;
+  if (m->engine_count < 2) return;
+  const uint64_t first = address / kPageSize;
+  const uint64_t last = (address + std::max<uint32_t>(size, 1) - 1) / kPageSize;
+  if (first == v->block_page && last == first) return;
+  v->block_page = first;
+  m->NoteCode(*v, address);
+  if (last != first) m->NoteCode(*v, last * kPageSize);
 }
 
 void Machine::Impl::HookIntr(uc_engine* uc, uint32_t intno, void* user) {
@@ -751,6 +913,10 @@ bool Machine::Impl::HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, 
                              void* user) {
   Vcpu* v = static_cast<Vcpu*>(user);
   Impl* m = v->m;
+  // Unicorn fills the TLB entry before it checks the permission, and a later
+  // read through that entry is not checked again: drop it so the access
+  // faults again if it is retried unchanged.
+  v->active->tlb_dirty = true;
   const uint64_t rip = Reg(uc, UC_X86_REG_RIP);
   Exit e = m->NewExit(*v, ExitKind::kMemoryAccess, rip);
   e.gpa = Pa(address);
@@ -975,8 +1141,11 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::Execute(Vcpu& v, uint64_t cou
   v.invalid_pending = false;
   v.last_block_start = v.last_block_size = ~0ull;
   v.fetch_page = ~0ull;
+  v.block_page = ~0ull;
+  std::fill(std::begin(v.noted), std::end(v.noted), ~0ull);
   const uint64_t start = Reg(v.uc, UC_X86_REG_RIP);
   const uc_err err = uc_emu_start(v.uc, start, 0, 0, count);
+  last_engine = v.active;
   v.book.skip_first_intercept = false;
   if (v.hook_error.has_value()) return *v.hook_error;
   if (v.hook_exit.has_value()) return v.hook_exit;
@@ -1070,11 +1239,12 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::RunSlot(Vcpu& v, uint64_t* ch
     if (step.kind == SpecialStep::Kind::kEmulate) {
       ViewEntry entry = views.Lookup(v.book.view, step.gfn);
       entry.access = MemoryAccess::RWX();
-      VMI_RETURN_IF_ERROR(ApplyEntry(v, step.gfn, entry));
-      uc_ctl_flush_tlb(v.uc);
+      VMI_RETURN_IF_ERROR(ApplyEntry(v, *v.active, step.gfn, entry));
+      FlushEngine(*v.active);
       VMI_ASSIGN_OR_RETURN(exit, Execute(v, 1, false));
-      VMI_RETURN_IF_ERROR(ApplyEntry(v, step.gfn, views.Lookup(v.book.view, step.gfn)));
-      uc_ctl_flush_tlb(v.uc);
+      VMI_RETURN_IF_ERROR(
+          ApplyEntry(v, *v.active, step.gfn, views.Lookup(v.book.view, step.gfn)));
+      FlushEngine(*v.active);
     } else {
       const View home = v.book.view;
       v.book.view = step.view;
@@ -1421,7 +1591,7 @@ absl::Status Machine::SetRegisters(VcpuId vcpu, const amd64::Registers& r) {
   WriteMsr(uc, kMsrTscAux, r.tsc_aux);
   SetReg(uc, UC_X86_REG_FS_BASE, r.fs_base);
   SetReg(uc, UC_X86_REG_GS_BASE, r.gs_base);
-  impl_->vcpus[vcpu.value()]->tlb_dirty = true;
+  impl_->vcpus[vcpu.value()]->active->tlb_dirty = true;
   return SetGpRegisters(vcpu, r.gp());
 }
 
@@ -1511,6 +1681,7 @@ absl::Status Machine::SetSingleStep(VcpuId vcpu, bool enabled) {
 // Views
 
 absl::StatusOr<View> Machine::CreateView(MemoryAccess default_access) {
+  ++impl_->views_epoch;
   return impl_->views.Create(default_access);
 }
 
@@ -1521,7 +1692,12 @@ absl::Status Machine::DestroyView(View view) {
           absl::StrFormat("destroy_view(view=%s): active on vcpu %u", view, v->index));
     }
   }
-  return impl_->views.Destroy(view);
+  VMI_RETURN_IF_ERROR(impl_->views.Destroy(view));
+  ++impl_->views_epoch;
+  // Engines of the view that no vCPU is in go now; one still holding a vCPU's
+  // state goes when that vCPU moves to its view's engine.
+  for (auto& v : impl_->vcpus) impl_->CloseEngine(*v, view);
+  return absl::OkStatus();
 }
 
 absl::Status Machine::SwitchView(View view) {
@@ -1548,6 +1724,7 @@ absl::StatusOr<View> Machine::VcpuView(VcpuId vcpu) const {
 }
 
 absl::Status Machine::SetMemoryAccess(View view, Gfn gfn, MemoryAccess access) {
+  ++impl_->views_epoch;
   return impl_->views.SetAccess(view, gfn, access);
 }
 
@@ -1556,10 +1733,14 @@ absl::StatusOr<MemoryAccess> Machine::GetMemoryAccess(View view, Gfn gfn) const 
 }
 
 absl::Status Machine::ChangeGfn(View view, Gfn old_gfn, Gfn new_gfn) {
+  ++impl_->views_epoch;
   return impl_->views.ChangeGfn(view, old_gfn, new_gfn);
 }
 
-absl::Status Machine::ResetGfn(View view, Gfn gfn) { return impl_->views.ResetGfn(view, gfn); }
+absl::Status Machine::ResetGfn(View view, Gfn gfn) {
+  ++impl_->views_epoch;
+  return impl_->views.ResetGfn(view, gfn);
+}
 
 const ViewTable& Machine::views() const { return impl_->views; }
 
@@ -1599,6 +1780,14 @@ absl::Status Machine::RestoreSnapshot(const Snapshot& snapshot) {
     m.vcpus[i]->book = d.books[i];
   }
   m.views = d.views;
+  ++m.views_epoch;
+  for (auto& v : m.vcpus) {
+    std::vector<View> gone;
+    for (const auto& [id, e] : v->engines) {
+      if (!m.views.Exists(e->view)) gone.push_back(e->view);
+    }
+    for (View view : gone) m.CloseEngine(*v, view);
+  }
   m.monitors = d.monitors;
   m.pending = d.pending;
   m.next_vcpu = d.next_vcpu;

@@ -1,6 +1,11 @@
 // The emulated x86-64 machine: guest RAM as one host buffer shared by 1..8
-// vCPUs, each a Unicorn engine (so each vCPU has its own TLB, translated-code
-// cache and active view, like a hardware thread with its own EPT pointer).
+// vCPUs. A vCPU runs on one Unicorn engine per view it has been in (so each
+// vCPU has its own TLB, translated-code cache and active view, like a
+// hardware thread with its own EPT pointer); each engine applies its view's
+// permissions once, and a view switch moves the CPU state to the other
+// engine. Guest code writes reach every engine: before an engine runs after
+// another, frames it translated code from are compared with their content
+// then, and a changed frame drops its translations.
 //
 // Execution is deterministic: Run() schedules the vCPUs round-robin, each for
 // a fixed quantum of guest instructions; a quantum ends early when the vCPU
@@ -18,10 +23,10 @@
 //
 // Limitations (by design of the emulator underneath): page-walk accesses to
 // page tables are never subject to view permissions (as with Xen's *_pw access
-// types); a guest write by one vCPU into code another vCPU has already
-// translated is not noticed by that vCPU until the next VMI write, snapshot
-// restore or InvalidateTranslations(); LMSW with a memory operand raises no
-// CR0 event; XCR0 is not reachable through Unicorn 2.1.1 (reads as 0).
+// types); hardware breakpoints the guest arms with MOV to DR7 do not follow
+// the vCPU to another view's engine (DR0-7 values do); LMSW with a memory
+// operand raises no CR0 event; XCR0 is not reachable through Unicorn 2.1.1
+// (reads as 0).
 //
 // The guest-linear address of a violating access is derived, not observed
 // (Unicorn reports the physical address): from the faulting instruction's

@@ -17,6 +17,7 @@ SIM_PROGRAM_SYMBOLS(instructions)
 SIM_PROGRAM_SYMBOLS(demand_paging)
 SIM_PROGRAM_SYMBOLS(user_mode)
 SIM_PROGRAM_SYMBOLS(probe_loads)
+SIM_PROGRAM_SYMBOLS(self_modify)
 
 extern "C" const uint8_t sim_prog_loop_call_func[], sim_prog_loop_call_done[];
 extern "C" const uint8_t sim_prog_mem_access_read_insn[], sim_prog_mem_access_write_insn[],
@@ -33,6 +34,8 @@ extern "C" const uint8_t sim_prog_user_mode_syscall_entry[], sim_prog_user_mode_
     sim_prog_user_mode_bp_user[], sim_prog_user_mode_bp_handler[], sim_prog_user_mode_done[],
     sim_prog_user_mode_kdata[], sim_prog_user_mode_vmcall_user[], sim_prog_user_mode_ud_handler[];
 extern "C" const uint8_t sim_prog_probe_loads_probe_load[], sim_prog_probe_loads_done[];
+extern "C" const uint8_t sim_prog_self_modify_patched[], sim_prog_self_modify_done[],
+    sim_prog_self_modify_second_vmcall[];
 
 namespace vmi::sim {
 namespace {
@@ -96,6 +99,12 @@ std::vector<GuestProgram>* BuildTable() {
                             IMAGE(probe_loads),
                             OFF(probe_loads, entry),
                             {SYM(probe_loads, probe_load), SYM(probe_loads, done)},
+                            {}});
+  t->push_back(GuestProgram{"self_modify",
+                            "rewrites the code of a function it called, between two VMCALLs",
+                            IMAGE(self_modify),
+                            OFF(self_modify, entry),
+                            {SYM(self_modify, patched), SYM(self_modify, second_vmcall), SYM(self_modify, done)},
                             {}});
 #undef SYM
 #undef OFF

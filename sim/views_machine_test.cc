@@ -248,5 +248,115 @@ TEST(ViewsMachineTest, HiddenBreakpointInExecuteView) {
   EXPECT_EQ(*m.VcpuView(VcpuId(0)), exec);
 }
 
+TEST(ViewsMachineTest, ReadViolationAnsweredWithContinueFaultsAgain) {
+  Fixture f = MakeFixture();
+  Machine& m = *f.m;
+  ASSERT_TRUE(m.SetMemoryAccess(kDefaultView, f.data_gfn, MemoryAccess::X()).ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<RunResult> r = RunGuest(m);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->status, RunStatus::kExit) << "attempt " << i;
+    EXPECT_EQ(r->exit->rip, Sym(f, "read_insn")) << "attempt " << i;
+    EXPECT_EQ(r->exit->access, MemoryAccess::R());
+    ASSERT_TRUE(m.Respond({}).ok());
+  }
+  // The load never happened: RAX was not loaded from the frame.
+  EXPECT_NE(m.GetRegisters(VcpuId(0))->rax, 0x1111u);
+}
+
+TEST(ViewsMachineTest, RecreatedViewStartsFromItsOwnPermissions) {
+  Fixture f = MakeFixture();
+  Machine& m = *f.m;
+  View v = *m.CreateView(MemoryAccess::RWX());
+  ASSERT_TRUE(m.SetMemoryAccess(v, f.data_gfn, MemoryAccess::RX()).ok());
+  ASSERT_TRUE(m.SwitchView(v).ok());
+  absl::StatusOr<RunResult> r = RunGuest(m);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->status, RunStatus::kExit);
+  EXPECT_EQ(r->exit->rip, Sym(f, "write_insn"));
+  // Leave the view (its engine still holds the vCPU until it runs again),
+  // destroy it and create a new one, which gets the same number.
+  ASSERT_TRUE(m.Respond({EventAction::kContinue, kDefaultView, std::nullopt}).ok());
+  ASSERT_TRUE(m.DestroyView(v).ok());
+  View again = *m.CreateView(MemoryAccess::RWX());
+  ASSERT_EQ(again, v);
+  ASSERT_TRUE(m.SwitchView(again).ok());
+  r = RunGuest(m);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, RunStatus::kAllHalted);
+  EXPECT_EQ(ReadQ(m, f.data_gfn.value() * 4096 + 8), 0x1112u);
+}
+
+// Views run on separate engines. A guest code write made in one view must
+// reach the code the other view's engine translated before.
+struct SelfModify {
+  std::unique_ptr<Machine> m;
+  StandardGuest g;
+};
+
+SelfModify MakeSelfModify(uint16_t vcpus) {
+  SelfModify s;
+  s.m = *Machine::Create({.ram_size = 16ull << 20, .vcpu_count = vcpus, .quantum = 1000});
+  absl::StatusOr<StandardGuest> g = BuildStandardGuest(*s.m, "self_modify");
+  EXPECT_TRUE(g.ok()) << g.status();
+  s.g = std::move(*g);
+  EXPECT_TRUE(s.m->SetVmcallMonitor(true).ok());
+  return s;
+}
+
+TEST(ViewsMachineTest, GuestCodeWriteInOneViewIsSeenInAnother) {
+  SelfModify s = MakeSelfModify(1);
+  Machine& m = *s.m;
+  View other = *m.CreateView(MemoryAccess::RWX());
+  ASSERT_TRUE(m.SwitchView(other).ok());
+  // Translate `patched` in `other`, rewrite it in the host view, call it
+  // again in `other`.
+  for (View next : {kDefaultView, other}) {
+    absl::StatusOr<RunResult> r = m.Run(1'000'000);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->status, RunStatus::kExit);
+    ASSERT_EQ(r->exit->kind, ExitKind::kVmcall);
+    ASSERT_TRUE(m.Respond({EventAction::kContinue, next, std::nullopt}).ok());
+  }
+  absl::StatusOr<RunResult> r = m.Run(1'000'000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, RunStatus::kAllHalted);
+  const amd64::Registers regs = *m.GetRegisters(VcpuId(0));
+  EXPECT_EQ(regs.r12, 0x1111u);
+  EXPECT_EQ(regs.r13, 0x2222u);
+}
+
+TEST(ViewsMachineTest, GuestCodeWriteByOneVcpuIsSeenByAnother) {
+  SelfModify s = MakeSelfModify(2);
+  Machine& m = *s.m;
+  const uint64_t second_vmcall = s.g.program.Symbol("second_vmcall")->value();
+  // vCPU 0 and vCPU 1 both translate `patched`; only vCPU 0 rewrites it
+  // (vCPU 1 is moved past the write); then both call it again.
+  std::vector<std::string> trace;
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<RunResult> r = m.Run(1'000'000);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->status, RunStatus::kExit);
+    ASSERT_EQ(r->exit->kind, ExitKind::kVmcall);
+    trace.push_back(absl::StrFormat("vcpu%s@0x%x", r->exit->vcpu, r->exit->rip));
+    Response response;
+    if (r->exit->vcpu == VcpuId(1) && r->exit->rip != second_vmcall) {
+      amd64::GpRegisters gp = m.GetRegisters(VcpuId(1))->gp();
+      gp.rip = second_vmcall;
+      response.registers = gp;
+    }
+    ASSERT_TRUE(m.Respond(response).ok());
+  }
+  absl::StatusOr<RunResult> r = m.Run(1'000'000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, RunStatus::kAllHalted);
+  EXPECT_EQ(trace.size(), 4u);
+  for (uint16_t vcpu : {0, 1}) {
+    const amd64::Registers regs = *m.GetRegisters(VcpuId(vcpu));
+    EXPECT_EQ(regs.r12, 0x1111u) << "vcpu " << vcpu;
+    EXPECT_EQ(regs.r13, 0x2222u) << "vcpu " << vcpu;
+  }
+}
+
 }  // namespace
 }  // namespace vmi::sim

@@ -62,6 +62,7 @@ absl::StatusOr<QemuLayout> ComputeLayout() {
       // four breakpoint pointers and old_exception follow.
       layout.head_offset = head;
       layout.error_code = dr - 16;
+      layout.breakpoints = dr + 8 * 8;
       layout.old_exception = dr + 8 * 8 + 4 * sizeof(void*);
       int32_t old_exception;
       std::memcpy(&old_exception, blob + layout.old_exception, 4);
@@ -82,6 +83,19 @@ absl::StatusOr<QemuLayout> ComputeLayout() {
 absl::StatusOr<QemuLayout> GetQemuLayout() {
   static const absl::StatusOr<QemuLayout>* layout = new absl::StatusOr<QemuLayout>(ComputeLayout());
   return *layout;
+}
+
+absl::Status TransferCpuState(uc_engine* from, uc_engine* to, uc_context* scratch) {
+  absl::StatusOr<QemuLayout> layout = GetQemuLayout();
+  if (!layout.ok()) return layout.status();
+  if (uc_err e = uc_context_save(from, scratch); e != UC_ERR_OK) {
+    return UcError("transfer_cpu_state: uc_context_save", e);
+  }
+  std::memset(reinterpret_cast<uint8_t*>(scratch) + layout->breakpoints, 0, 4 * sizeof(void*));
+  if (uc_err e = uc_context_restore(to, scratch); e != UC_ERR_OK) {
+    return UcError("transfer_cpu_state: uc_context_restore", e);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<CpuContext> CpuContext::Save(uc_engine* uc) {

@@ -58,10 +58,16 @@ struct QemuLayout {
   size_t head_offset;    // offset of CPUX86State in the uc_context blob
   size_t error_code;     // offset of env->error_code in the blob
   size_t old_exception;  // offset of env->old_exception in the blob
+  size_t breakpoints;    // offset of env->cpu_breakpoint[4] (engine-owned pointers)
 };
 
 // The verified layout, or why it could not be verified.
 absl::StatusOr<QemuLayout> GetQemuLayout();
+
+// Moves the whole CPU state of engine `from` into engine `to` (both x86-64),
+// using `scratch`, a context allocated for either. QEMU's hardware-breakpoint
+// objects belong to one engine, so their pointers are cleared in transit.
+absl::Status TransferCpuState(uc_engine* from, uc_engine* to, uc_context* scratch);
 
 // A saved CPU context that can be edited and written back.
 class CpuContext {
