@@ -172,6 +172,7 @@ struct Vcpu {
   uc_engine* uc = nullptr;  // == active->uc
   std::map<uint16_t, std::unique_ptr<Engine>> engines;  // by view
   uc_context* transfer = nullptr;                        // scratch for engine switches
+  std::optional<CpuContext> scratch;                     // reused by GetRegisters
   VcpuBook book;
 
   // Recorded by hooks during one uc_emu_start.
@@ -607,9 +608,10 @@ void Machine::Impl::CloseEngine(Vcpu& v, View view) {
 }
 
 absl::Status Machine::Impl::SwitchEngine(Vcpu& v, Engine& to) {
-  VMI_RETURN_IF_ERROR(AnnotateStatus(
-      sim_internal::TransferCpuState(v.active->uc, to.uc, v.transfer),
-      absl::StrFormat("switch_view(vcpu=%u, view %s -> %s)", v.index, v.active->view, to.view)));
+  if (absl::Status s = sim_internal::TransferCpuState(v.active->uc, to.uc, v.transfer); !s.ok()) {
+    return AnnotateStatus(s, absl::StrFormat("switch_view(vcpu=%u, view %s -> %s)", v.index,
+                                             v.active->view, to.view));
+  }
   const View from = v.active->view;
   v.active = &to;
   v.uc = to.uc;
@@ -1458,30 +1460,39 @@ void Machine::InvalidateTranslations() { impl_->MarkAllTranslationsDirty(); }
 
 absl::StatusOr<amd64::Registers> Machine::GetRegisters(VcpuId vcpu) {
   VMI_RETURN_IF_ERROR(impl_->CheckVcpu("get_registers", vcpu));
-  uc_engine* uc = impl_->vcpus[vcpu.value()]->uc;
+  Vcpu& v = *impl_->vcpus[vcpu.value()];
+  uc_engine* uc = v.uc;
+  // One copy of the CPU state for everything it holds verbatim.
+  if (v.scratch.has_value()) {
+    VMI_RETURN_IF_ERROR(v.scratch->Resave(uc));
+  } else {
+    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(uc));
+    v.scratch.emplace(std::move(ctx));
+  }
+  const QemuStateHead& h = v.scratch->head();
   amd64::Registers r;
-  r.rax = Reg(uc, UC_X86_REG_RAX);
-  r.rbx = Reg(uc, UC_X86_REG_RBX);
-  r.rcx = Reg(uc, UC_X86_REG_RCX);
-  r.rdx = Reg(uc, UC_X86_REG_RDX);
-  r.rsi = Reg(uc, UC_X86_REG_RSI);
-  r.rdi = Reg(uc, UC_X86_REG_RDI);
-  r.rbp = Reg(uc, UC_X86_REG_RBP);
-  r.rsp = Reg(uc, UC_X86_REG_RSP);
-  r.r8 = Reg(uc, UC_X86_REG_R8);
-  r.r9 = Reg(uc, UC_X86_REG_R9);
-  r.r10 = Reg(uc, UC_X86_REG_R10);
-  r.r11 = Reg(uc, UC_X86_REG_R11);
-  r.r12 = Reg(uc, UC_X86_REG_R12);
-  r.r13 = Reg(uc, UC_X86_REG_R13);
-  r.r14 = Reg(uc, UC_X86_REG_R14);
-  r.r15 = Reg(uc, UC_X86_REG_R15);
-  r.rip = Reg(uc, UC_X86_REG_RIP);
-  r.rflags = Reg(uc, UC_X86_REG_RFLAGS);
-  r.cr0 = Reg(uc, UC_X86_REG_CR0);
-  r.cr2 = Reg(uc, UC_X86_REG_CR2);
-  r.cr3 = Reg(uc, UC_X86_REG_CR3);
-  r.cr4 = Reg(uc, UC_X86_REG_CR4);
+  r.rax = h.regs[0];
+  r.rcx = h.regs[1];
+  r.rdx = h.regs[2];
+  r.rbx = h.regs[3];
+  r.rsp = h.regs[4];
+  r.rbp = h.regs[5];
+  r.rsi = h.regs[6];
+  r.rdi = h.regs[7];
+  r.r8 = h.regs[8];
+  r.r9 = h.regs[9];
+  r.r10 = h.regs[10];
+  r.r11 = h.regs[11];
+  r.r12 = h.regs[12];
+  r.r13 = h.regs[13];
+  r.r14 = h.regs[14];
+  r.r15 = h.regs[15];
+  r.rip = h.eip;
+  r.rflags = Reg(uc, UC_X86_REG_RFLAGS);  // computed from QEMU's lazy flags
+  r.cr0 = h.cr[0];
+  r.cr2 = h.cr[2];
+  r.cr3 = h.cr[3];
+  r.cr4 = h.cr[4];
   r.dr0 = Reg(uc, UC_X86_REG_DR0);
   r.dr1 = Reg(uc, UC_X86_REG_DR1);
   r.dr2 = Reg(uc, UC_X86_REG_DR2);
@@ -1498,10 +1509,8 @@ absl::StatusOr<amd64::Registers> Machine::GetRegisters(VcpuId vcpu) {
   r.sysenter_eip = ReadMsr(uc, kMsrSysenterEip);
   r.kernel_gs_base = ReadMsr(uc, kMsrKernelGsBase);
   r.tsc_aux = ReadMsr(uc, kMsrTscAux);
-  r.fs_base = Reg(uc, UC_X86_REG_FS_BASE);
-  r.gs_base = Reg(uc, UC_X86_REG_GS_BASE);
-  VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(uc));
-  const QemuStateHead& h = ctx.head();
+  r.fs_base = h.segs[sim_internal::kSegFs].base;
+  r.gs_base = h.segs[sim_internal::kSegGs].base;
   auto seg = [](const sim_internal::QemuSegment& s) {
     return amd64::Segment{static_cast<uint16_t>(s.selector), s.base, s.limit,
                           static_cast<uint16_t>((s.flags >> 8) & 0xf0ff)};
