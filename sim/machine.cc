@@ -259,6 +259,8 @@ struct Machine::Impl {
   absl::Status Deliver(Vcpu& v, uint8_t vector, std::optional<uint32_t> error_code,
                        uint64_t return_rip);
   absl::Status EmulateSyscall(Vcpu& v);
+  // The vCPU's reusable copy of its CPU state, saved afresh.
+  absl::StatusOr<CpuContext*> SaveScratch(Vcpu& v);
   absl::StatusOr<uint64_t> GdtDescriptor(Vcpu& v, uint16_t selector);
   Exit NewExit(Vcpu& v, ExitKind kind, uint64_t rip) const;
 
@@ -1107,6 +1109,16 @@ absl::Status Machine::Impl::Deliver(Vcpu& v, uint8_t vector, std::optional<uint3
   return absl::OkStatus();
 }
 
+absl::StatusOr<CpuContext*> Machine::Impl::SaveScratch(Vcpu& v) {
+  if (v.scratch.has_value()) {
+    VMI_RETURN_IF_ERROR(v.scratch->Resave(v.uc));
+  } else {
+    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
+    v.scratch.emplace(std::move(ctx));
+  }
+  return &*v.scratch;
+}
+
 absl::Status Machine::Impl::EmulateSyscall(Vcpu& v) {
   const uint64_t efer = ReadMsr(v.uc, kMsrEfer);
   if (!(efer & 1)) {
@@ -1171,11 +1183,11 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::Execute(Vcpu& v, uint64_t cou
   }
   if (v.exception_pending) {
     const uint8_t vector = static_cast<uint8_t>(v.exception_vector);
-    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(v.uc));
-    const int32_t error_code = ctx.error_code();
-    const bool is_int = ctx.exception_is_int();
-    ctx.clear_exception_in_flight();
-    VMI_RETURN_IF_ERROR(ctx.Restore(v.uc));
+    VMI_ASSIGN_OR_RETURN(CpuContext * ctx, SaveScratch(v));
+    const int32_t error_code = ctx->error_code();
+    const bool is_int = ctx->exception_is_int();
+    ctx->clear_exception_in_flight();
+    VMI_RETURN_IF_ERROR(ctx->Restore(v.uc));
     if (vector == 3 && is_int) {
       uint8_t prev = 0;
       ReadVirt(v, rip - 1, &prev, 1);
@@ -1463,13 +1475,8 @@ absl::StatusOr<amd64::Registers> Machine::GetRegisters(VcpuId vcpu) {
   Vcpu& v = *impl_->vcpus[vcpu.value()];
   uc_engine* uc = v.uc;
   // One copy of the CPU state for everything it holds verbatim.
-  if (v.scratch.has_value()) {
-    VMI_RETURN_IF_ERROR(v.scratch->Resave(uc));
-  } else {
-    VMI_ASSIGN_OR_RETURN(CpuContext ctx, CpuContext::Save(uc));
-    v.scratch.emplace(std::move(ctx));
-  }
-  const QemuStateHead& h = v.scratch->head();
+  VMI_ASSIGN_OR_RETURN(CpuContext * ctx, impl_->SaveScratch(v));
+  const QemuStateHead& h = ctx->head();
   amd64::Registers r;
   r.rax = h.regs[0];
   r.rcx = h.regs[1];
@@ -1488,27 +1495,37 @@ absl::StatusOr<amd64::Registers> Machine::GetRegisters(VcpuId vcpu) {
   r.r14 = h.regs[14];
   r.r15 = h.regs[15];
   r.rip = h.eip;
-  r.rflags = Reg(uc, UC_X86_REG_RFLAGS);  // computed from QEMU's lazy flags
   r.cr0 = h.cr[0];
   r.cr2 = h.cr[2];
   r.cr3 = h.cr[3];
   r.cr4 = h.cr[4];
-  r.dr0 = Reg(uc, UC_X86_REG_DR0);
-  r.dr1 = Reg(uc, UC_X86_REG_DR1);
-  r.dr2 = Reg(uc, UC_X86_REG_DR2);
-  r.dr3 = Reg(uc, UC_X86_REG_DR3);
-  r.dr6 = Reg(uc, UC_X86_REG_DR6);
-  r.dr7 = Reg(uc, UC_X86_REG_DR7);
-  r.efer = ReadMsr(uc, kMsrEfer);
-  r.star = ReadMsr(uc, kMsrStar);
-  r.lstar = ReadMsr(uc, kMsrLstar);
-  r.cstar = ReadMsr(uc, kMsrCstar);
-  r.sfmask = ReadMsr(uc, kMsrFmask);
-  r.sysenter_cs = ReadMsr(uc, kMsrSysenterCs);
-  r.sysenter_esp = ReadMsr(uc, kMsrSysenterEsp);
-  r.sysenter_eip = ReadMsr(uc, kMsrSysenterEip);
-  r.kernel_gs_base = ReadMsr(uc, kMsrKernelGsBase);
-  r.tsc_aux = ReadMsr(uc, kMsrTscAux);
+  // The rest through the API, in one call: RFLAGS is computed from QEMU's
+  // lazy flags, the MSRs live outside the head.
+  uc_x86_msr msrs[] = {{kMsrEfer, 0},         {kMsrStar, 0},         {kMsrLstar, 0},
+                       {kMsrCstar, 0},        {kMsrFmask, 0},        {kMsrSysenterCs, 0},
+                       {kMsrSysenterEsp, 0},  {kMsrSysenterEip, 0},  {kMsrKernelGsBase, 0},
+                       {kMsrTscAux, 0}};
+  constexpr int kMsrCount = static_cast<int>(std::size(msrs));
+  int ids[7 + kMsrCount] = {UC_X86_REG_RFLAGS, UC_X86_REG_DR0, UC_X86_REG_DR1, UC_X86_REG_DR2,
+                            UC_X86_REG_DR3,    UC_X86_REG_DR6, UC_X86_REG_DR7};
+  void* vals[7 + kMsrCount] = {&r.rflags, &r.dr0, &r.dr1, &r.dr2, &r.dr3, &r.dr6, &r.dr7};
+  for (int i = 0; i < kMsrCount; ++i) {
+    ids[7 + i] = UC_X86_REG_MSR;
+    vals[7 + i] = &msrs[i];
+  }
+  if (uc_err e = uc_reg_read_batch(uc, ids, vals, 7 + kMsrCount); e != UC_ERR_OK) {
+    return UcError(absl::StrFormat("get_registers(vcpu=%s): uc_reg_read_batch", vcpu), e);
+  }
+  r.efer = msrs[0].value;
+  r.star = msrs[1].value;
+  r.lstar = msrs[2].value;
+  r.cstar = msrs[3].value;
+  r.sfmask = msrs[4].value;
+  r.sysenter_cs = msrs[5].value;
+  r.sysenter_esp = msrs[6].value;
+  r.sysenter_eip = msrs[7].value;
+  r.kernel_gs_base = msrs[8].value;
+  r.tsc_aux = msrs[9].value;
   r.fs_base = h.segs[sim_internal::kSegFs].base;
   r.gs_base = h.segs[sim_internal::kSegGs].base;
   auto seg = [](const sim_internal::QemuSegment& s) {
@@ -1531,24 +1548,19 @@ absl::StatusOr<amd64::Registers> Machine::GetRegisters(VcpuId vcpu) {
 absl::Status Machine::SetGpRegisters(VcpuId vcpu, const amd64::GpRegisters& g) {
   VMI_RETURN_IF_ERROR(impl_->CheckVcpu("set_registers", vcpu));
   uc_engine* uc = impl_->vcpus[vcpu.value()]->uc;
-  SetReg(uc, UC_X86_REG_RAX, g.rax);
-  SetReg(uc, UC_X86_REG_RBX, g.rbx);
-  SetReg(uc, UC_X86_REG_RCX, g.rcx);
-  SetReg(uc, UC_X86_REG_RDX, g.rdx);
-  SetReg(uc, UC_X86_REG_RSI, g.rsi);
-  SetReg(uc, UC_X86_REG_RDI, g.rdi);
-  SetReg(uc, UC_X86_REG_RBP, g.rbp);
-  SetReg(uc, UC_X86_REG_RSP, g.rsp);
-  SetReg(uc, UC_X86_REG_R8, g.r8);
-  SetReg(uc, UC_X86_REG_R9, g.r9);
-  SetReg(uc, UC_X86_REG_R10, g.r10);
-  SetReg(uc, UC_X86_REG_R11, g.r11);
-  SetReg(uc, UC_X86_REG_R12, g.r12);
-  SetReg(uc, UC_X86_REG_R13, g.r13);
-  SetReg(uc, UC_X86_REG_R14, g.r14);
-  SetReg(uc, UC_X86_REG_R15, g.r15);
-  SetReg(uc, UC_X86_REG_RFLAGS, g.rflags);
-  SetReg(uc, UC_X86_REG_RIP, g.rip);
+  int ids[] = {UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX,    UC_X86_REG_RDX, UC_X86_REG_RSI,
+               UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,    UC_X86_REG_R8,  UC_X86_REG_R9,
+               UC_X86_REG_R10, UC_X86_REG_R11, UC_X86_REG_R12,    UC_X86_REG_R13, UC_X86_REG_R14,
+               UC_X86_REG_R15, UC_X86_REG_RFLAGS, UC_X86_REG_RIP};
+  const uint64_t* values[] = {&g.rax, &g.rbx, &g.rcx, &g.rdx, &g.rsi, &g.rdi,
+                              &g.rbp, &g.rsp, &g.r8,  &g.r9,  &g.r10, &g.r11,
+                              &g.r12, &g.r13, &g.r14, &g.r15, &g.rflags, &g.rip};
+  static_assert(std::size(ids) == std::size(values));
+  void* const* vals = const_cast<void* const*>(reinterpret_cast<const void* const*>(values));
+  if (uc_err e = uc_reg_write_batch(uc, ids, vals, static_cast<int>(std::size(ids)));
+      e != UC_ERR_OK) {
+    return UcError(absl::StrFormat("set_registers(vcpu=%s): uc_reg_write_batch", vcpu), e);
+  }
   return absl::OkStatus();
 }
 
