@@ -23,7 +23,9 @@
 //
 // Limitations (by design of the emulator underneath): page-walk accesses to
 // page tables are never subject to view permissions (as with Xen's *_pw access
-// types); hardware breakpoints the guest arms with MOV to DR7 do not follow
+// types), except that the walk's accessed/dirty-bit update to a table frame
+// the vCPU's view write-protects is dropped (Unicorn discards writes to
+// read-only memory; no exit is raised); hardware breakpoints the guest arms with MOV to DR7 do not follow
 // the vCPU to another view's engine (DR0-7 values do); LMSW with a memory
 // operand raises no CR0 event; XCR0 is not reachable through Unicorn 2.1.1
 // (reads as 0).
