@@ -696,6 +696,8 @@ absl::Status Machine::Impl::ApplyView(Vcpu& v, Engine& e) {
       return UcError(absl::StrFormat("apply_view(vcpu=%u, view=%s): uc_mem_protect", v.index, view),
                      err);
     }
+    // See ApplyEntry: code translated before execute was taken away.
+    if (!e.applied_default.execute() && def.execute()) e.tb_dirty = true;
     e.applied_default = def;
     for (auto it = e.applied.begin(); it != e.applied.end();) {
       it->second.access = def;
