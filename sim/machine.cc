@@ -116,8 +116,9 @@ struct Monitors {
 // A one-instruction step the vCPU takes before its next quantum.
 struct SpecialStep {
   enum class Kind : uint8_t { kEmulate, kFastSingleStep } kind = Kind::kEmulate;
-  Gfn gfn;    // kEmulate: the frame whose access is granted for one step
-  View view;  // kFastSingleStep: the view to step in
+  Gfn gfn;               // kEmulate: the frame whose access is granted for one step
+  MemoryAccess granted;  // kEmulate: what is granted on it
+  View view;             // kFastSingleStep: the view to step in
 };
 
 // Per-vCPU state that belongs in a snapshot (besides the CPU context).
@@ -150,10 +151,10 @@ struct Engine {
   uc_hook code_hook = 0;
 
   // The frames this engine has translated code from, each with its content
-  // when first seen. Another engine's guest writes do not reach this engine's
-  // translated-code cache, so before it runs after another engine, a frame
-  // whose content changed drops its translations. Recorded only while the
-  // machine has more than one engine.
+  // as of the end of this engine's last run (its own writes to them reach its
+  // translated-code cache; another engine's do not). Before it runs after
+  // another engine, a frame whose content changed drops its translations.
+  // Recorded only while the machine has more than one engine.
   absl::flat_hash_map<uint64_t, std::unique_ptr<uint8_t[]>> code;
 
   Engine() = default;
@@ -192,12 +193,13 @@ struct Vcpu {
   const uint8_t* fetch_host = nullptr;
 
   // Code-frame recording: the virtual page of the last block, and the
-  // virtual pages already recorded during this uc_emu_start (reset at every
-  // start and at MOV to CR/INVLPG seen by the code hook; a CR3 switch inside
-  // one quantum with no code hook can leave a frame behind a virtual page
-  // seen before it unrecorded until the next quantum).
+  // (CR3, virtual page) pairs already recorded during this uc_emu_start
+  // (reset at every start and at MOV to CR/INVLPG seen by the code hook).
+  // Not seen within one quantum without the code hook: a virtual page that
+  // page-table edits remap to another frame under the same CR3.
   uint64_t block_page = ~0ull;
   uint64_t noted[16];
+  uint64_t noted_cr3[16] = {};
 
   ~Vcpu() {
     engines.clear();
@@ -218,9 +220,9 @@ struct Machine::Impl {
   uint64_t scheduled = 0;
   // Bumped by every change to the view table; engines re-sync when it moved.
   uint64_t views_epoch = 0;
-  // Engines alive, and the one that executed last (never dereferenced).
+  // Engines alive, and the one that executed last.
   size_t engine_count = 0;
-  const Engine* last_engine = nullptr;
+  Engine* last_engine = nullptr;
 
   ~Impl();
 
@@ -252,6 +254,7 @@ struct Machine::Impl {
   absl::Status UpdateCodeHook(Vcpu& v, Engine& e);
   void NoteCode(Vcpu& v, uint64_t va);
   bool CodeChanged(const Engine& e) const;
+  void RefreshCode(Engine& e);
 
   // --- execution ---
   absl::StatusOr<std::optional<Exit>> RunSlot(Vcpu& v, uint64_t* charged);
@@ -624,9 +627,11 @@ absl::Status Machine::Impl::SwitchEngine(Vcpu& v, Engine& to) {
 
 void Machine::Impl::NoteCode(Vcpu& v, uint64_t va) {
   const uint64_t page = va & ~(kPageSize - 1);
-  uint64_t& slot = v.noted[(page / kPageSize) % std::size(v.noted)];
-  if (slot == page) return;
-  slot = page;
+  const size_t slot = (page / kPageSize) % std::size(v.noted);
+  const uint64_t cr3 = Reg(v.uc, UC_X86_REG_CR3);
+  if (v.noted[slot] == page && v.noted_cr3[slot] == cr3) return;
+  v.noted[slot] = page;
+  v.noted_cr3[slot] = cr3;
   const WalkResult w = sim_internal::Walk(ram, options.ram_size, Paging(v), page);
   if (!w.present || w.pa >= options.ram_size) return;
   const uint64_t frame = Backing(v, w.pa) / kPageSize;
@@ -634,6 +639,13 @@ void Machine::Impl::NoteCode(Vcpu& v, uint64_t va) {
   if (inserted) {
     it->second = std::make_unique<uint8_t[]>(kPageSize);
     std::memcpy(it->second.get(), ram + frame * kPageSize, kPageSize);
+  }
+}
+
+void Machine::Impl::RefreshCode(Engine& e) {
+  for (auto& [frame, content] : e.code) {
+    const uint8_t* now = ram + frame * kPageSize;
+    if (std::memcmp(now, content.get(), kPageSize) != 0) std::memcpy(content.get(), now, kPageSize);
   }
 }
 
@@ -667,17 +679,12 @@ absl::Status Machine::Impl::ApplyEntry(Vcpu& v, Engine& e, Gfn gfn, ViewEntry wa
       return UcError(absl::StrFormat("apply_view(vcpu=%u, gfn=%s): uc_mem_protect", v.index, gfn),
                      err);
     }
-    // Unicorn invalidates translations on a write only where the frame is
-    // executable: code translated before execute was taken away may be stale.
-    // Without recorded code (a single engine), assume the worst.
-    if (!cur.access.execute() && want.access.execute()) {
-      auto it = e.code.find(want.backing.value());
-      if (engine_count < 2 ||
-          (it != e.code.end() &&
-           std::memcmp(ram + it->first * kPageSize, it->second.get(), kPageSize) != 0)) {
-        e.tb_dirty = true;
-      }
-    }
+    // Unicorn checks execute permission only when it translates, so code
+    // translated while the frame was executable would still run. Dropping it
+    // also means no frame without execute has translations here, which is
+    // what lets writes to it (Unicorn invalidates code on a write only where
+    // the frame is executable) go unnoticed safely.
+    if (cur.access.execute() && !want.access.execute()) e.tb_dirty = true;
   }
   if (want == ViewEntry{gfn, e.applied_default}) {
     e.applied.erase(gfn.value());
@@ -696,8 +703,8 @@ absl::Status Machine::Impl::ApplyView(Vcpu& v, Engine& e) {
       return UcError(absl::StrFormat("apply_view(vcpu=%u, view=%s): uc_mem_protect", v.index, view),
                      err);
     }
-    // See ApplyEntry: code translated before execute was taken away.
-    if (!e.applied_default.execute() && def.execute()) e.tb_dirty = true;
+    // See ApplyEntry.
+    if (e.applied_default.execute() && !def.execute()) e.tb_dirty = true;
     e.applied_default = def;
     for (auto it = e.applied.begin(); it != e.applied.end();) {
       it->second.access = def;
@@ -760,8 +767,13 @@ absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
     VMI_RETURN_IF_ERROR(ApplyView(v, *e));
     e->applied_epoch = views_epoch;
   }
-  // Guest writes made by another engine since this one last ran.
-  if (last_engine != e && !e->tb_dirty && CodeChanged(*e)) e->tb_dirty = true;
+  if (last_engine != e) {
+    // The engine that ran last saw its own guest writes (its recorded frames
+    // are all executable in it, see ApplyEntry): its copies catch up.
+    if (last_engine != nullptr) RefreshCode(*last_engine);
+    // Guest writes made by other engines since this one last ran.
+    if (!e->tb_dirty && CodeChanged(*e)) e->tb_dirty = true;
+  }
   FlushEngine(*e);
   return absl::OkStatus();
 }
@@ -1107,7 +1119,9 @@ absl::Status Machine::Impl::Deliver(Vcpu& v, uint8_t vector, std::optional<uint3
   SetReg(v.uc, UC_X86_REG_RSP, rsp);
   SetReg(v.uc, UC_X86_REG_RIP, target);
   v.book.halted = false;
-  // Written guest stack bytes may hold translated code in theory; cheap to be safe.
+  // The frame was written by the host: this engine's translated code is not
+  // invalidated for it (a stack is assumed to hold no code); other engines'
+  // is, through their recorded code frames.
   return absl::OkStatus();
 }
 
@@ -1253,20 +1267,29 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::RunSlot(Vcpu& v, uint64_t* ch
     *charged += 1;
     std::optional<Exit> exit;
     if (step.kind == SpecialStep::Kind::kEmulate) {
+      Engine& e = *v.active;
+      // Until the grant is taken back, the engine is out of sync with its
+      // view: should anything below fail, the next PrepareEngine re-syncs it.
+      const uint64_t synced = e.applied_epoch;
+      e.applied_epoch = ~0ull;
       ViewEntry entry = views.Lookup(v.book.view, step.gfn);
-      entry.access = MemoryAccess::RWX();
-      VMI_RETURN_IF_ERROR(ApplyEntry(v, *v.active, step.gfn, entry));
-      FlushEngine(*v.active);
+      entry.access = entry.access | step.granted;
+      VMI_RETURN_IF_ERROR(ApplyEntry(v, e, step.gfn, entry));
+      FlushEngine(e);
       VMI_ASSIGN_OR_RETURN(exit, Execute(v, 1, false));
-      VMI_RETURN_IF_ERROR(
-          ApplyEntry(v, *v.active, step.gfn, views.Lookup(v.book.view, step.gfn)));
-      FlushEngine(*v.active);
+      VMI_RETURN_IF_ERROR(ApplyEntry(v, e, step.gfn, views.Lookup(v.book.view, step.gfn)));
+      FlushEngine(e);
+      e.applied_epoch = synced;
     } else {
       const View home = v.book.view;
       v.book.view = step.view;
-      VMI_RETURN_IF_ERROR(PrepareEngine(v));
-      VMI_ASSIGN_OR_RETURN(exit, Execute(v, 1, false));
-      v.book.view = home;
+      absl::StatusOr<std::optional<Exit>> stepped = [&]() -> absl::StatusOr<std::optional<Exit>> {
+        VMI_RETURN_IF_ERROR(PrepareEngine(v));
+        return Execute(v, 1, false);
+      }();
+      v.book.view = home;  // also when the step failed
+      if (!stepped.ok()) return stepped.status();
+      exit = *std::move(stepped);
       VMI_RETURN_IF_ERROR(PrepareEngine(v));
     }
     if (exit.has_value()) return exit;
@@ -1385,15 +1408,18 @@ absl::Status Machine::Respond(const Response& response) {
       }
       if (response.action == EventAction::kSingleStep) v.book.singlestep = !v.book.singlestep;
       if (response.action == EventAction::kFastSingleStep) {
-        v.book.special = SpecialStep{SpecialStep::Kind::kFastSingleStep, Gfn(), *response.view};
+        v.book.special = SpecialStep{SpecialStep::Kind::kFastSingleStep, Gfn(), MemoryAccess(), *response.view};
       }
       break;
     case EventAction::kDeny:
       if (!rip_changed) SetReg(v.uc, UC_X86_REG_RIP, e.rip + e.insn_length);
       break;
     case EventAction::kEmulate:
-      v.book.special =
-          SpecialStep{SpecialStep::Kind::kEmulate, Gfn(e.gpa.value() / kPageSize), View()};
+      // Grant what the violating kind of access needs: execute for a fetch,
+      // read and write for data (a read-modify-write instruction needs both).
+      v.book.special = SpecialStep{
+          SpecialStep::Kind::kEmulate, Gfn(e.gpa.value() / kPageSize),
+          e.access.execute() ? MemoryAccess::X() : MemoryAccess::RW(), View()};
       break;
     case EventAction::kReinjectInterrupt:
       v.book.injections.push_front(Interrupt{
@@ -1714,6 +1740,12 @@ absl::Status Machine::DestroyView(View view) {
       return absl::FailedPreconditionError(
           absl::StrFormat("destroy_view(view=%s): active on vcpu %u", view, v->index));
     }
+    const std::optional<SpecialStep>& step = v->book.special;
+    if (step.has_value() && step->kind == SpecialStep::Kind::kFastSingleStep &&
+        step->view == view) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "destroy_view(view=%s): vcpu %u has a fast singlestep into it pending", view, v->index));
+    }
   }
   VMI_RETURN_IF_ERROR(impl_->views.Destroy(view));
   ++impl_->views_epoch;
@@ -1721,6 +1753,15 @@ absl::Status Machine::DestroyView(View view) {
   // state goes when that vCPU moves to its view's engine.
   for (auto& v : impl_->vcpus) impl_->CloseEngine(*v, view);
   return absl::OkStatus();
+}
+
+void Machine::CancelFastSingleSteps() {
+  for (auto& v : impl_->vcpus) {
+    if (v->book.special.has_value() &&
+        v->book.special->kind == SpecialStep::Kind::kFastSingleStep) {
+      v->book.special.reset();
+    }
+  }
 }
 
 absl::Status Machine::SwitchView(View view) {

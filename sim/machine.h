@@ -25,10 +25,11 @@
 // page tables are never subject to view permissions (as with Xen's *_pw access
 // types), except that the walk's accessed/dirty-bit update to a table frame
 // the vCPU's view write-protects is dropped (Unicorn discards writes to
-// read-only memory; no exit is raised); hardware breakpoints the guest arms with MOV to DR7 do not follow
-// the vCPU to another view's engine (DR0-7 values do); LMSW with a memory
-// operand raises no CR0 event; XCR0 is not reachable through Unicorn 2.1.1
-// (reads as 0).
+// read-only memory; no exit is raised); guest-armed hardware breakpoints
+// (MOV to DR7) are not supported: Unicorn 2.1.1 faults in its generated code
+// when one is hit, and QEMU's breakpoint objects do not move between engines
+// (the DR0-7 values do); LMSW with a memory operand raises no CR0 event; XCR0
+// is not reachable through Unicorn 2.1.1 (reads as 0).
 //
 // The guest-linear address of a violating access is derived, not observed
 // (Unicorn reports the physical address): from the faulting instruction's
@@ -248,7 +249,11 @@ class Machine {
 
   // --- views ---
   absl::StatusOr<View> CreateView(MemoryAccess default_access);
+  // Fails while a vCPU is in `view` or has a fast singlestep into it pending.
   absl::Status DestroyView(View view);
+  // Drops the fast singlesteps responses scheduled that have not run yet; each
+  // vCPU resumes in its own view.
+  void CancelFastSingleSteps();
   // Switches every vCPU.
   absl::Status SwitchView(View view);
   absl::Status SwitchVcpuView(VcpuId vcpu, View view);

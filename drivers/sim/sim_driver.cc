@@ -422,6 +422,7 @@ absl::Status SimDriver::ResetState() {
   state_->msrs.clear();
   state_->singlestep_monitor = false;
   keep(m.SwitchView(kDefaultView));
+  m.CancelFastSingleSteps();  // they would step in views about to go
   for (View v : m.views().Views()) {
     if (v != kDefaultView) keep(m.DestroyView(v));
   }

@@ -211,6 +211,32 @@ TEST(SimDriverTest, ResetStateLeavesNoMonitorViewOrPermission) {
   })));
 }
 
+// A fast singlestep answered but not yet run would step in a view that
+// ResetState destroys: the reset cancels it and the guest resumes in view 0.
+TEST(SimDriverTest, ResetStateCancelsAPendingFastSingleStep) {
+  SimDriver d = Boot("mem_access");
+  const Pa data = *d.guest()->program.SymbolPa("watched_data");
+  auto step_view = d.CreateView(MemoryAccess::RWX());
+  ASSERT_TRUE(step_view.ok()) << step_view.status();
+  ASSERT_TRUE(d.SetMemoryAccess(Gfn(data.value() >> 12), kDefaultView, MemoryAccess::RX()).ok());
+  int events = 0;
+  ASSERT_TRUE(d.WaitForEvent(absl::Seconds(1), [&](const VmiEvent<Amd64>&) {
+                 ++events;
+                 return VmiEventResponse<Amd64>::FastSingleStep(*step_view);
+               }).ok());
+  ASSERT_EQ(events, 1);
+  ASSERT_TRUE(d.ResetState().ok());
+  EXPECT_FALSE(d.machine().views().Exists(*step_view));
+  // The write is retried in view 0, now writable: no event, and it lands.
+  EXPECT_TRUE(absl::IsDeadlineExceeded(d.WaitForEvent(absl::Seconds(1), [](const auto&) {
+    ADD_FAILURE() << "unexpected event";
+    return VmiEventResponse<Amd64>::Continue();
+  })));
+  uint64_t v = 0;
+  ASSERT_TRUE(d.machine().ReadPhys(Pa(data.value() + 8), absl::MakeSpan(reinterpret_cast<uint8_t*>(&v), 8)).ok());
+  EXPECT_EQ(v, 0x1112u);
+}
+
 TEST(SimDriverTest, PauseNestsAndPausedWaitsTimeOut) {
   SimDriver d = Boot("loop_call");
   ASSERT_TRUE(d.Pause().ok());
