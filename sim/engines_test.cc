@@ -8,39 +8,32 @@
 #include "gtest/gtest.h"
 #include "sim/machine.h"
 #include "sim/programs.h"
+#include "sim/testing/test_machine.h"
 
 namespace vmi::sim {
 namespace {
 
-struct Fixture {
-  std::unique_ptr<Machine> m;
-  StandardGuest g;
-  Gfn data_gfn, code_gfn;
-  uint64_t data_va = 0, code_va = 0;
-};
+using Fixture = testing::MemAccessGuest;
+using testing::ReadQ;
+using testing::RespondToVmcalls;
 
-Fixture MakeFixture(uint16_t vcpus = 1) {
-  Fixture f;
-  f.m = *Machine::Create({.ram_size = 16ull << 20, .vcpu_count = vcpus, .quantum = 1000});
-  absl::StatusOr<StandardGuest> g = BuildStandardGuest(*f.m, "mem_access");
-  EXPECT_TRUE(g.ok()) << g.status();
-  f.g = std::move(*g);
-  f.data_gfn = Gfn(f.g.program.SymbolPa("watched_data")->value() / 4096);
-  f.code_gfn = Gfn(f.g.program.SymbolPa("watched_code")->value() / 4096);
-  f.data_va = f.g.program.Symbol("watched_data")->value();
-  f.code_va = f.g.program.Symbol("watched_code")->value();
-  return f;
-}
-
-uint64_t Sym(const Fixture& f, const char* name) { return f.g.program.Symbol(name)->value(); }
-
-uint64_t ReadQ(Machine& m, uint64_t pa) {
-  uint64_t v = 0;
-  EXPECT_TRUE(m.ReadPhys(Pa(pa), absl::MakeSpan(reinterpret_cast<uint8_t*>(&v), 8)).ok());
-  return v;
-}
-
+Fixture MakeFixture(uint16_t vcpus = 1) { return testing::NewMemAccessGuest(vcpus); }
+uint64_t Sym(const Fixture& f, const char* name) { return testing::Sym(f.g, name); }
 absl::StatusOr<RunResult> RunGuest(Machine& m) { return m.Run(1'000'000); }
+
+// Machine code placed at `base`, written byte by byte.
+struct Code {
+  explicit Code(uint64_t base) : base(base) {}
+  void Emit(std::initializer_list<uint8_t> b) { bytes.insert(bytes.end(), b); }
+  void Call(uint64_t target) {  // call rel32
+    const int32_t rel = static_cast<int32_t>(target - (base + bytes.size() + 5));
+    bytes.push_back(0xe8);
+    for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<uint8_t>(rel >> (8 * i)));
+  }
+  uint64_t base;
+  std::vector<uint8_t> bytes;
+};
+constexpr std::initializer_list<uint8_t> kVmcall = {0x0f, 0x01, 0xc1};
 
 // An emulate step whose single instruction fails (here: a #PF that cannot be
 // delivered) must not leave the view's restriction lifted on the engine.
@@ -247,34 +240,27 @@ void RunCr3Aliasing(bool code_hook) {
   const uint8_t f2_code[] = {0xb8, 0x22, 0x22, 0x00, 0x00, 0xc3};
   ASSERT_TRUE(m.WritePhys(Pa(f.code_gfn.value() * 4096), absl::MakeConstSpan(f1_code)).ok());
   ASSERT_TRUE(m.WritePhys(Pa(f2->value() * 4096), absl::MakeConstSpan(f2_code)).ok());
-  std::vector<uint8_t> code;
-  auto emit = [&](std::initializer_list<uint8_t> bytes) { code.insert(code.end(), bytes); };
-  auto call_x = [&] {
-    const int32_t rel = static_cast<int32_t>(x - (prog_va + code.size() + 5));
-    code.push_back(0xe8);
-    for (int i = 0; i < 4; ++i) code.push_back(static_cast<uint8_t>(rel >> (8 * i)));
-  };
-  const std::initializer_list<uint8_t> vmcall = {0x0f, 0x01, 0xc1};
+  Code code(prog_va);
   const std::initializer_list<uint8_t> to_b = {0x0f, 0x22, 0xde};  // mov %rsi, %cr3
   const std::initializer_list<uint8_t> to_a = {0x0f, 0x22, 0xdf};  // mov %rdi, %cr3
-  emit(vmcall);
-  call_x();
-  emit({0x41, 0x89, 0xc4});  // mov %eax, %r12d
-  emit(to_b);
-  call_x();
-  emit({0x41, 0x89, 0xc5});  // mov %eax, %r13d
-  emit(to_a);
-  emit(vmcall);
-  emit(to_b);
-  emit({0xc7, 0x03, 0x33, 0x33, 0x00, 0x00});  // movl $0x3333, (%rbx)
-  emit(to_a);
-  emit(vmcall);
-  emit(to_b);
-  call_x();
-  emit({0x41, 0x89, 0xc6});  // mov %eax, %r14d
-  emit(to_a);
-  emit({0xf4, 0xeb, 0xfd});  // hlt; jmp hlt
-  ASSERT_TRUE(m.WritePhys(Pa(prog_pa), absl::MakeConstSpan(code)).ok());
+  code.Emit(kVmcall);
+  code.Call(x);
+  code.Emit({0x41, 0x89, 0xc4});  // mov %eax, %r12d
+  code.Emit(to_b);
+  code.Call(x);
+  code.Emit({0x41, 0x89, 0xc5});  // mov %eax, %r13d
+  code.Emit(to_a);
+  code.Emit(kVmcall);
+  code.Emit(to_b);
+  code.Emit({0xc7, 0x03, 0x33, 0x33, 0x00, 0x00});  // movl $0x3333, (%rbx)
+  code.Emit(to_a);
+  code.Emit(kVmcall);
+  code.Emit(to_b);
+  code.Call(x);
+  code.Emit({0x41, 0x89, 0xc6});  // mov %eax, %r14d
+  code.Emit(to_a);
+  code.Emit({0xf4, 0xeb, 0xfd});  // hlt; jmp hlt
+  ASSERT_TRUE(m.WritePhys(Pa(prog_pa), absl::MakeConstSpan(code.bytes)).ok());
   amd64::GpRegisters gp = m.GetRegisters(VcpuId(0))->gp();
   gp.rip = prog_va;
   gp.rsi = (*bs)->cr3();
@@ -287,13 +273,7 @@ void RunCr3Aliasing(bool code_hook) {
   }
   View w = *m.CreateView(MemoryAccess::RWX());
   ASSERT_TRUE(m.SwitchView(w).ok());
-  for (View next : {kDefaultView, w, kDefaultView}) {
-    absl::StatusOr<RunResult> r = m.Run(1'000'000);
-    ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_EQ(r->status, RunStatus::kExit);
-    ASSERT_EQ(r->exit->kind, ExitKind::kVmcall) << r->exit->ToString();
-    ASSERT_TRUE(m.Respond({EventAction::kContinue, next, std::nullopt}).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(RespondToVmcalls(m, {kDefaultView, w, kDefaultView}));
   absl::StatusOr<RunResult> r = m.Run(1'000'000);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->status, RunStatus::kAllHalted);
@@ -327,27 +307,20 @@ TEST(EnginesTest, CodeRestoredByOtherEngineAfterSelfModify) {
   const uint64_t x = f.code_va;
   const uint8_t f_code[] = {0xb8, 0x11, 0x11, 0x00, 0x00, 0xc3};
   ASSERT_TRUE(m.WritePhys(Pa(f.code_gfn.value() * 4096), absl::MakeConstSpan(f_code)).ok());
-  std::vector<uint8_t> code;
-  auto emit = [&](std::initializer_list<uint8_t> bytes) { code.insert(code.end(), bytes); };
-  auto call_x = [&] {
-    const int32_t rel = static_cast<int32_t>(x - (prog_va + code.size() + 5));
-    code.push_back(0xe8);
-    for (int i = 0; i < 4; ++i) code.push_back(static_cast<uint8_t>(rel >> (8 * i)));
-  };
-  const std::initializer_list<uint8_t> vmcall = {0x0f, 0x01, 0xc1};
-  emit(vmcall);
-  call_x();
-  emit({0x41, 0x89, 0xc4});                    // mov %eax, %r12d
-  emit({0xc7, 0x03, 0x22, 0x22, 0x00, 0x00});  // movl $0x2222, (%rbx)
-  call_x();
-  emit({0x41, 0x89, 0xc5});                    // mov %eax, %r13d
-  emit(vmcall);
-  emit({0xc7, 0x03, 0x11, 0x11, 0x00, 0x00});  // movl $0x1111, (%rbx)
-  emit(vmcall);
-  call_x();
-  emit({0x41, 0x89, 0xc6});  // mov %eax, %r14d
-  emit({0xf4, 0xeb, 0xfd});  // hlt; jmp hlt
-  ASSERT_TRUE(m.WritePhys(Pa(prog_pa), absl::MakeConstSpan(code)).ok());
+  Code code(prog_va);
+  code.Emit(kVmcall);
+  code.Call(x);
+  code.Emit({0x41, 0x89, 0xc4});                    // mov %eax, %r12d
+  code.Emit({0xc7, 0x03, 0x22, 0x22, 0x00, 0x00});  // movl $0x2222, (%rbx)
+  code.Call(x);
+  code.Emit({0x41, 0x89, 0xc5});                    // mov %eax, %r13d
+  code.Emit(kVmcall);
+  code.Emit({0xc7, 0x03, 0x11, 0x11, 0x00, 0x00});  // movl $0x1111, (%rbx)
+  code.Emit(kVmcall);
+  code.Call(x);
+  code.Emit({0x41, 0x89, 0xc6});  // mov %eax, %r14d
+  code.Emit({0xf4, 0xeb, 0xfd});  // hlt; jmp hlt
+  ASSERT_TRUE(m.WritePhys(Pa(prog_pa), absl::MakeConstSpan(code.bytes)).ok());
   amd64::GpRegisters gp = m.GetRegisters(VcpuId(0))->gp();
   gp.rip = prog_va;
   gp.rbx = x + 1;
@@ -355,13 +328,7 @@ TEST(EnginesTest, CodeRestoredByOtherEngineAfterSelfModify) {
   ASSERT_TRUE(m.SetVmcallMonitor(true).ok());
   View w = *m.CreateView(MemoryAccess::RWX());
   ASSERT_TRUE(m.SwitchView(w).ok());
-  for (View next : {kDefaultView, w, kDefaultView}) {
-    absl::StatusOr<RunResult> r = m.Run(1'000'000);
-    ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_EQ(r->status, RunStatus::kExit);
-    ASSERT_EQ(r->exit->kind, ExitKind::kVmcall) << r->exit->ToString();
-    ASSERT_TRUE(m.Respond({EventAction::kContinue, next, std::nullopt}).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(RespondToVmcalls(m, {kDefaultView, w, kDefaultView}));
   absl::StatusOr<RunResult> r = m.Run(1'000'000);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->status, RunStatus::kAllHalted);

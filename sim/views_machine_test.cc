@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "sim/machine.h"
 #include "sim/programs.h"
+#include "sim/testing/test_machine.h"
 
 namespace vmi::sim {
 namespace {
@@ -13,34 +14,12 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-struct Fixture {
-  std::unique_ptr<Machine> m;
-  StandardGuest g;
-  Gfn data_gfn, code_gfn;
-  uint64_t data_va = 0, code_va = 0;
-};
+using Fixture = testing::MemAccessGuest;
+using testing::ReadQ;
+using testing::RespondToVmcalls;
 
-Fixture MakeFixture(uint16_t vcpus = 1) {
-  Fixture f;
-  f.m = *Machine::Create({.ram_size = 16ull << 20, .vcpu_count = vcpus, .quantum = 1000});
-  absl::StatusOr<StandardGuest> g = BuildStandardGuest(*f.m, "mem_access");
-  EXPECT_TRUE(g.ok()) << g.status();
-  f.g = std::move(*g);
-  f.data_gfn = Gfn(f.g.program.SymbolPa("watched_data")->value() / 4096);
-  f.code_gfn = Gfn(f.g.program.SymbolPa("watched_code")->value() / 4096);
-  f.data_va = f.g.program.Symbol("watched_data")->value();
-  f.code_va = f.g.program.Symbol("watched_code")->value();
-  return f;
-}
-
-uint64_t Sym(const Fixture& f, const char* name) { return f.g.program.Symbol(name)->value(); }
-
-uint64_t ReadQ(Machine& m, uint64_t pa) {
-  uint64_t v = 0;
-  EXPECT_TRUE(m.ReadPhys(Pa(pa), absl::MakeSpan(reinterpret_cast<uint8_t*>(&v), 8)).ok());
-  return v;
-}
-
+Fixture MakeFixture(uint16_t vcpus = 1) { return testing::NewMemAccessGuest(vcpus); }
+uint64_t Sym(const Fixture& f, const char* name) { return testing::Sym(f.g, name); }
 absl::StatusOr<RunResult> RunGuest(Machine& m) { return m.Run(1'000'000); }
 
 TEST(ViewsMachineTest, WriteViolationThenEmulateWritesOnce) {
@@ -311,13 +290,7 @@ TEST(ViewsMachineTest, GuestCodeWriteInOneViewIsSeenInAnother) {
   ASSERT_TRUE(m.SwitchView(other).ok());
   // Translate `patched` in `other`, rewrite it in the host view, call it
   // again in `other`.
-  for (View next : {kDefaultView, other}) {
-    absl::StatusOr<RunResult> r = m.Run(1'000'000);
-    ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_EQ(r->status, RunStatus::kExit);
-    ASSERT_EQ(r->exit->kind, ExitKind::kVmcall);
-    ASSERT_TRUE(m.Respond({EventAction::kContinue, next, std::nullopt}).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(RespondToVmcalls(m, {kDefaultView, other}));
   absl::StatusOr<RunResult> r = m.Run(1'000'000);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, RunStatus::kAllHalted);
