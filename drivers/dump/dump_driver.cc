@@ -122,6 +122,14 @@ absl::StatusOr<VmiInfo> DumpDriver::Info() const {
   return info;
 }
 
+std::optional<absl::Span<const uint8_t>> DumpDriver::FindNote(absl::string_view name) const {
+  if (!state_) return std::nullopt;
+  for (const dump_internal::DumpNote& note : state_->layout.notes) {
+    if (note.name == name) return absl::MakeConstSpan(note.desc);
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<MappedPage> DumpDriver::ReadPage(Gfn gfn) {
   if (!state_) return absl::FailedPreconditionError("read_page(): driver was moved from");
   const dump_internal::Extent* extent = state_->layout.Find(gfn.value());

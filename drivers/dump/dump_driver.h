@@ -24,11 +24,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "arch/amd64/amd64.h"
 #include "core/driver.h"
 #include "core/mapped_page.h"
@@ -91,6 +94,11 @@ class DumpDriver {
   // Present frames, coalesced into ranges, ascending.
   std::vector<GfnRange> PresentRanges() const;
   uint64_t page_count() const;
+  // The descriptor of the first ELF note named `name` other than the
+  // CPU-state notes (e.g. "VMCOREINFO" in a kdump or a QEMU dump of a guest
+  // with the vmcoreinfo device); nullopt when the dump has none. Valid as
+  // long as the driver (or a moved-to driver) lives.
+  std::optional<absl::Span<const uint8_t>> FindNote(absl::string_view name) const;
   // Damage found at Open and worked around (what is missing and why).
   const std::vector<std::string>& warnings() const;
 

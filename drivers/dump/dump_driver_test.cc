@@ -343,3 +343,46 @@ TEST(DumpWriterTest, RejectsUnorderedRangesAndPropagatesCallbackErrors) {
 
 }  // namespace
 }  // namespace vmi::dump
+
+namespace vmi::dump {
+namespace {
+
+TEST(DumpDriverNotesTest, ElfNotesBesidesCpuStateAreKeptAndFoundByName) {
+  DumpSource source = PatternSource();
+  const std::string text = "OSRELEASE=6.1.0-test\nPAGESIZE=4096\n";
+  source.notes.push_back({"VMCOREINFO", 0, std::vector<uint8_t>(text.begin(), text.end())});
+  source.notes.push_back({"EXTRA", 7, {1, 2, 3}});
+  const std::string path = TempPath("notes.elf");
+  ASSERT_TRUE(WriteElfCoreDump(path, source).ok());
+  absl::StatusOr<DumpDriver> driver = DumpDriver::Open(path);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  std::optional<absl::Span<const uint8_t>> note = driver->FindNote("VMCOREINFO");
+  ASSERT_TRUE(note.has_value());
+  EXPECT_EQ(std::string(note->begin(), note->end()), text);
+  ASSERT_TRUE(driver->FindNote("EXTRA").has_value());
+  EXPECT_EQ(driver->FindNote("EXTRA")->size(), 3u);
+  EXPECT_FALSE(driver->FindNote("CORE").has_value());  // CPU state is not a kept note
+  EXPECT_FALSE(driver->FindNote("NOPE").has_value());
+  EXPECT_EQ(driver->Registers(VcpuId(1))->rax, VcpuRegisters(1).rax);
+
+  // A raw dump has no notes.
+  const std::string raw = TempPath("notes.raw");
+  ASSERT_TRUE(WriteRawDump(raw, source).ok());
+  EXPECT_FALSE(DumpDriver::Open(raw)->FindNote("VMCOREINFO").has_value());
+}
+
+TEST(DumpDriverNotesTest, AHostileNumberOrSizeOfNotesIsBounded) {
+  DumpSource source = PatternSource();
+  for (int i = 0; i < 40; ++i) source.notes.push_back({"MANY", 0, {1}});
+  source.notes.push_back({"HUGE", 0, std::vector<uint8_t>(200 * 1024, 0xaa)});
+  const std::string path = TempPath("many_notes.elf");
+  ASSERT_TRUE(WriteElfCoreDump(path, source).ok());
+  absl::StatusOr<DumpDriver> driver = DumpDriver::Open(path);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  EXPECT_TRUE(driver->FindNote("MANY").has_value());
+  EXPECT_FALSE(driver->FindNote("HUGE").has_value());
+  EXPECT_THAT(driver->warnings().back(), HasSubstr("not kept"));
+}
+
+}  // namespace
+}  // namespace vmi::dump

@@ -189,6 +189,9 @@ absl::Status WriteElfCoreDump(const std::string& path, const DumpSource& source)
   for (const amd64::Registers& regs : source.vcpus) {
     AppendNote(notes, "QEMU", 0, dump_internal::EncodeQemuCpuState(regs));
   }
+  for (const DumpSource::Note& note : source.notes) {
+    AppendNote(notes, note.name.c_str(), note.type, note.desc);
+  }
   const uint64_t phnum = 1 + source.ranges.size();
   const bool extended = phnum >= PN_XNUM;
   Elf64_Ehdr ehdr = CoreHeader();

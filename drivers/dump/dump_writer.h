@@ -36,6 +36,14 @@ struct DumpSource {
   std::function<absl::Status(Gfn gfn, absl::Span<uint8_t> out)> read_page;
   // One entry per vCPU (ELF and Xen only).
   std::vector<amd64::Registers> vcpus;
+  // More ELF notes, written after the vCPU notes (ELF only), e.g. the guest
+  // kernel's VMCOREINFO as QEMU writes it.
+  struct Note {
+    std::string name;
+    uint32_t type = 0;
+    std::vector<uint8_t> desc;
+  };
+  std::vector<Note> notes;
 };
 
 // Each writes `source` to `path` (created or truncated). On error the file

@@ -124,6 +124,15 @@ absl::StatusOr<DumpLayout> ParseElfCore(absl::Span<const uint8_t> file,
         continue;
       }
       DecodeQemuCpuState(note.desc, &from_qemu.emplace_back().emplace());
+    } else if (note.name != "CORE" && note.name != "QEMU") {
+      if (layout.notes.size() == kMaxKeptNotes || note.desc.size() > kMaxKeptNoteBytes) {
+        layout.warnings.push_back(absl::StrFormat(
+            "%s note at offset 0x%x (%u bytes): not kept (at most %u notes of %u bytes)",
+            note.name, note.offset, note.desc.size(), kMaxKeptNotes, kMaxKeptNoteBytes));
+        continue;
+      }
+      layout.notes.push_back(
+          {std::string(note.name), note.type, std::vector<uint8_t>(note.desc.begin(), note.desc.end())});
     }
   }
   size_t vcpus = std::max(from_prstatus.size(), from_qemu.size());

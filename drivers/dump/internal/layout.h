@@ -40,6 +40,19 @@ struct Extent {
   uint64_t end_gfn() const { return first_gfn + pages; }
 };
 
+// An ELF note other than the CPU-state ones, copied out of the file (e.g. the
+// guest kernel's VMCOREINFO).
+struct DumpNote {
+  std::string name;
+  uint32_t type = 0;
+  std::vector<uint8_t> desc;
+};
+
+// Notes kept per dump and bytes kept per note: bounds on what a hostile file
+// can make Open copy.
+inline constexpr size_t kMaxKeptNotes = 16;
+inline constexpr size_t kMaxKeptNoteBytes = 64 * 1024;
+
 struct DumpLayout {
   dump::DumpFormat format = dump::DumpFormat::kAuto;
   // What `source` indexes, for messages: "PT_LOAD segment", "LiME range", ...
@@ -48,6 +61,9 @@ struct DumpLayout {
   std::vector<Extent> extents;
   // One entry per vCPU the dump describes; empty without CPU state.
   std::vector<amd64::Registers> registers;
+  // Other notes (ELF cores), at most kMaxKeptNotes of at most
+  // kMaxKeptNoteBytes each.
+  std::vector<DumpNote> notes;
   // Damage the parser worked around (served up to it, rest missing).
   std::vector<std::string> warnings;
   uint64_t max_gfn = 0;  // highest present frame (valid after Finalize)

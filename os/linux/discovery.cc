@@ -1,0 +1,314 @@
+#include "os/linux/discovery.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "arch/amd64/amd64.h"
+#include "os/linux/btf_types.h"
+#include "os/linux/internal/scan.h"
+#include "os/linux/kallsyms.h"
+
+namespace vmi::os_linux {
+namespace {
+
+using os_linux_internal::CheckVmcoreinfo;
+using os_linux_internal::FindPattern;
+using os_linux_internal::kNotFound;
+
+constexpr absl::string_view kPattern = "OSRELEASE=";
+constexpr uint64_t kPageSize = 4096;
+constexpr size_t kMaxRejectionsQuoted = 4;
+constexpr size_t kMaxBannerLength = 512;
+
+// Reads a NUL-terminated kernel string of at most `limit` bytes, page by
+// page so that an unmapped page after a short string does not matter.
+absl::StatusOr<std::string> ReadKernelString(GuestMemory& memory, const LinuxKernel& kernel,
+                                             uint64_t va, size_t limit) {
+  std::string out;
+  while (out.size() < limit) {
+    const size_t chunk = std::min<uint64_t>(limit - out.size(), kPageSize - (va & (kPageSize - 1)));
+    std::vector<uint8_t> bytes(chunk);
+    VMI_RETURN_IF_ERROR(memory.ReadVirtual(Va(va), kernel.root, kernel.paging, absl::MakeSpan(bytes)));
+    const auto nul = std::find(bytes.begin(), bytes.end(), 0);
+    out.append(bytes.begin(), nul);
+    if (nul != bytes.end()) break;
+    va += chunk;
+  }
+  return out;
+}
+
+class Rejections {
+ public:
+  void Add(uint64_t pa, const absl::Status& why) {
+    ++count_;
+    if (quoted_.size() < kMaxRejectionsQuoted) {
+      quoted_.push_back(absl::StrFormat("pa 0x%x: %s", pa, why.message()));
+    }
+  }
+  size_t count() const { return count_; }
+  std::string Summary() const {
+    if (count_ == 0) return "no candidate blocks";
+    std::string s = absl::StrFormat("%u candidate block%s rejected (%s%s)", count_,
+                                    count_ == 1 ? "" : "s", absl::StrJoin(quoted_, "; "),
+                                    count_ > quoted_.size() ? "; ..." : "");
+    return s;
+  }
+
+ private:
+  size_t count_ = 0;
+  std::vector<std::string> quoted_;
+};
+
+// Tries the block starting at `pa`: up to a page of text (less where the
+// next frame is absent), parsed and checked against memory.
+absl::Status TryCandidate(GuestMemory& memory, uint64_t pa, LinuxKernel* kernel) {
+  std::vector<uint8_t> text(kMaxVmcoreinfoBytes);
+  if (!memory.ReadPhysical(Pa(pa), absl::MakeSpan(text)).ok()) {
+    text.resize(kPageSize - (pa & (kPageSize - 1)));
+    VMI_RETURN_IF_ERROR(memory.ReadPhysical(Pa(pa), absl::MakeSpan(text)));
+  }
+  VMI_ASSIGN_OR_RETURN(VmcoreInfo info, ParseVmcoreinfo(text));
+  VMI_RETURN_IF_ERROR(CheckVmcoreinfo(info, memory, kernel));
+  kernel->vmcoreinfo = std::move(info);
+  return absl::OkStatus();
+}
+
+// Scans physical memory frame by frame for the first valid block.
+absl::Status ScanForVmcoreinfo(GuestMemory& memory, const DiscoveryOptions& options,
+                               LinuxKernel* kernel, ScanStats* stats, Rejections* rejected) {
+  const size_t k = kPattern.size();
+  uint8_t seam[2 * 16];  // the last k-1 bytes of a frame and the first k-1 of the next
+  bool have_tail = false;
+  const uint64_t frames = memory.max_gfn().value() + 1;
+  auto candidate = [&](uint64_t pa) -> absl::StatusOr<bool> {
+    if (++stats->candidates > options.max_candidates) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "gave up after %u \"OSRELEASE=\" candidates without a valid VMCOREINFO block",
+          options.max_candidates));
+    }
+    absl::Status s = TryCandidate(memory, pa, kernel);
+    if (s.ok()) {
+      kernel->layout_source = absl::StrFormat("VMCOREINFO found at pa 0x%x by a scan of physical memory", pa);
+      return true;
+    }
+    rejected->Add(pa, s);
+    return false;
+  };
+  for (uint64_t g = 0; g < frames; ++g) {
+    absl::StatusOr<MappedPage> page = memory.ScanFrame(Gfn(g));
+    if (!page.ok() || page->size() < kPageSize) {
+      ++stats->frames_absent;
+      have_tail = false;
+      continue;
+    }
+    ++stats->frames_scanned;
+    const absl::Span<const uint8_t> bytes = page->bytes().subspan(0, kPageSize);
+    const uint64_t base = g * kPageSize;
+    if (have_tail) {
+      // A block starting in the last k-1 bytes of the previous frame.
+      std::memcpy(seam + (k - 1), bytes.data(), k - 1);
+      for (size_t at = 0; (at = FindPattern(absl::MakeConstSpan(seam, 2 * (k - 1)), kPattern, at)) != kNotFound; ++at) {
+        VMI_ASSIGN_OR_RETURN(bool found, candidate(base - (k - 1) + at));
+        if (found) return absl::OkStatus();
+      }
+    }
+    for (size_t at = 0; (at = FindPattern(bytes, kPattern, at)) != kNotFound; ++at) {
+      VMI_ASSIGN_OR_RETURN(bool found, candidate(base + at));
+      if (found) return absl::OkStatus();
+    }
+    std::memcpy(seam, bytes.data() + kPageSize - (k - 1), k - 1);
+    have_tail = true;
+  }
+  return absl::NotFoundError("not found");
+}
+
+absl::Status LoadSymbols(GuestMemory& memory, LinuxKernel* kernel) {
+  const VmcoreInfo& info = *kernel->vmcoreinfo;
+  std::optional<KallsymsLocation> location = KallsymsLocation::FromVmcoreinfo(info);
+  if (!location) {
+    return absl::NotFoundError(absl::StrFormat(
+        "VMCOREINFO of %s names no kallsyms tables (SYMBOL(kallsyms_*) lines appear in kernels "
+        ">= 6.0): pass an ISF profile",
+        kernel->release));
+  }
+  VMI_ASSIGN_OR_RETURN(SymbolTable table,
+                       DecodeKallsyms(*location, [&](uint64_t va, absl::Span<uint8_t> out) {
+                         return memory.ReadVirtual(Va(va), kernel->root, kernel->paging, out);
+                       }));
+  // The decoded table must agree with VMCOREINFO's own addresses.
+  for (const auto& [key, value] : info.entries) {
+    if (!absl::StartsWith(key, "SYMBOL(") || !absl::EndsWith(key, ")")) continue;
+    const absl::string_view name = absl::string_view(key).substr(7, key.size() - 8);
+    if (absl::StartsWith(name, "kallsyms_")) continue;
+    std::optional<uint64_t> from_info = info.Symbol(name);
+    std::optional<uint64_t> from_table = table.Address(name);
+    if (from_info && from_table && *from_info != *from_table) {
+      return absl::DataLossError(absl::StrFormat(
+          "kallsyms disagree with VMCOREINFO: %s is 0x%x in kallsyms, 0x%x in VMCOREINFO", name,
+          *from_table, *from_info));
+    }
+  }
+  kernel->symbols_source = absl::StrFormat("kallsyms in guest memory (%u symbols)", table.size());
+  kernel->symbols = std::move(table);
+  return absl::OkStatus();
+}
+
+absl::Status LoadTypes(GuestMemory& memory, LinuxKernel* kernel) {
+  std::optional<uint64_t> start = kernel->symbols.Address("__start_BTF");
+  std::optional<uint64_t> stop = kernel->symbols.Address("__stop_BTF");
+  if (!start || !stop) {
+    return absl::NotFoundError(
+        "the kernel has no __start_BTF/__stop_BTF symbols (built without CONFIG_DEBUG_INFO_BTF): "
+        "pass an ISF profile");
+  }
+  if (*stop <= *start || *stop - *start > kMaxBtfBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "BTF bounds __start_BTF=0x%x __stop_BTF=0x%x are not 1 byte to %u MiB apart", *start, *stop,
+        kMaxBtfBytes >> 20));
+  }
+  std::vector<uint8_t> data(*stop - *start);
+  if (absl::Status s = memory.ReadVirtual(Va(*start), kernel->root, kernel->paging, absl::MakeSpan(data));
+      !s.ok()) {
+    return AnnotateStatus(s, absl::StrFormat("reading BTF at 0x%x (%u bytes)", *start, data.size()));
+  }
+  const std::string where = absl::StrFormat("BTF in guest memory at 0x%x (%u bytes)", *start, data.size());
+  VMI_ASSIGN_OR_RETURN(std::unique_ptr<BtfTypes> types, BtfTypes::Parse(data, where));
+  kernel->types_source = absl::StrFormat("%s, %u types", where, types->type_count());
+  kernel->types = std::move(types);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+}  // namespace vmi::os_linux
+
+namespace vmi::os_linux_internal {
+
+using os_linux::GuestMemory;
+using os_linux::LinuxKernel;
+using os_linux::VmcoreInfo;
+
+absl::Status CheckVmcoreinfo(const VmcoreInfo& info, GuestMemory& memory, LinuxKernel* kernel) {
+  constexpr uint64_t kPageSize = 4096;
+  // struct new_utsname (uapi): sysname[65], nodename[65], release[65], ...
+  constexpr uint64_t kUtsReleaseOffset = 130;
+  constexpr size_t kUtsFieldLength = 65;
+  const uint64_t root = info.KernelImagePa(info.top_pgt);
+  const uint64_t memory_end = (memory.max_gfn().value() + 1) * kPageSize;
+  if (root >= memory_end) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "its page-table root (init_top_pgt 0x%x with phys_base %d) is pa 0x%x, beyond guest "
+        "memory (0x%x bytes)",
+        info.top_pgt, info.phys_base, root, memory_end));
+  }
+  const amd64::PagingMode mode = info.five_level ? amd64::PagingMode::FiveLevel()
+                                                 : amd64::PagingMode::FourLevel();
+  absl::StatusOr<Pa> self = memory.Translate(Va(info.top_pgt), Pa(root), mode);
+  if (!self.ok() || self->value() != root) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the %s page tables at pa 0x%x do not map init_top_pgt (0x%x) to themselves: %s",
+        mode.ToString(), root, info.top_pgt,
+        self.ok() ? absl::StrFormat("it translates to pa %s", *self) : std::string(self.status().message())));
+  }
+  if (std::optional<uint64_t> uts = info.Symbol("init_uts_ns")) {
+    const uint64_t va = *uts + info.Offset("uts_namespace.name").value_or(0) + kUtsReleaseOffset;
+    std::vector<uint8_t> release(kUtsFieldLength);
+    absl::Status s = memory.ReadVirtual(Va(va), Pa(root), mode, absl::MakeSpan(release));
+    if (!s.ok()) {
+      return AnnotateStatus(s, absl::StrFormat("reading the release in init_uts_ns at 0x%x", va));
+    }
+    const std::string found(reinterpret_cast<const char*>(release.data()),
+                            strnlen(reinterpret_cast<const char*>(release.data()), release.size()));
+    if (found != info.osrelease) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "init_uts_ns says release \"%s\", the block says \"%s\"", found, info.osrelease));
+    }
+  }
+  kernel->release = info.osrelease;
+  kernel->build_id = info.build_id;
+  kernel->kaslr_slide = info.kernel_offset;
+  kernel->phys_base = info.phys_base;
+  kernel->root_va = Va(info.top_pgt);
+  kernel->root = Pa(root);
+  kernel->paging = mode;
+  return absl::OkStatus();
+}
+
+}  // namespace vmi::os_linux_internal
+
+namespace vmi::os_linux {
+
+absl::StatusOr<LinuxKernel> DiscoverLinux(GuestMemory& memory, const DiscoveryOptions& options,
+                                          ScanStats* stats) {
+  ScanStats local_stats;
+  if (stats == nullptr) stats = &local_stats;
+  *stats = ScanStats();
+  LinuxKernel kernel;
+  Rejections rejected;
+  bool found = false;
+  std::string note_result = "no VMCOREINFO note";
+
+  if (options.use_note) {
+    if (std::optional<std::string> note = memory.VmcoreinfoNote()) {
+      absl::StatusOr<VmcoreInfo> info = ParseVmcoreinfo(
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(note->data()), note->size()));
+      absl::Status s = info.ok() ? CheckVmcoreinfo(*info, memory, &kernel) : info.status();
+      if (s.ok()) {
+        kernel.vmcoreinfo = *std::move(info);
+        kernel.layout_source = "VMCOREINFO from the dump's ELF note";
+        found = true;
+      } else {
+        note_result = absl::StrCat("the VMCOREINFO note was rejected: ", s.message());
+      }
+    }
+  }
+  if (!found && options.scan_memory) {
+    absl::Status s = ScanForVmcoreinfo(memory, options, &kernel, stats, &rejected);
+    if (s.ok()) {
+      found = true;
+    } else if (s.code() != absl::StatusCode::kNotFound) {
+      return absl::Status(s.code(), absl::StrFormat("linux discovery: %s; %s", s.message(),
+                                                    rejected.Summary()));
+    }
+  }
+  if (!found) {
+    return absl::NotFoundError(absl::StrFormat(
+        "linux discovery: no valid VMCOREINFO: %s; %s%s. Not a Linux guest, or a kernel without "
+        "CONFIG_CRASH_CORE",
+        note_result,
+        options.scan_memory
+            ? absl::StrFormat("scanned %u frames (%u absent) of physical memory for \"OSRELEASE=\": ",
+                              stats->frames_scanned, stats->frames_absent)
+            : "memory scan disabled",
+        options.scan_memory ? rejected.Summary() : ""));
+  }
+
+  if (!options.load_symbols) {
+    kernel.symbols_status = absl::FailedPreconditionError("symbols were not requested");
+  } else if (absl::Status s = LoadSymbols(memory, &kernel); !s.ok()) {
+    kernel.symbols_status = s;
+  }
+  if (kernel.symbols_status.ok()) {
+    if (std::optional<uint64_t> banner = kernel.symbols.Address("linux_banner")) {
+      absl::StatusOr<std::string> text = ReadKernelString(memory, kernel, *banner, kMaxBannerLength);
+      if (text.ok()) kernel.banner = *std::move(text);
+    }
+  }
+  if (!options.load_types) {
+    kernel.types_status = absl::FailedPreconditionError("types were not requested");
+  } else if (!kernel.symbols_status.ok()) {
+    kernel.types_status = absl::FailedPreconditionError(
+        "BTF is found through the kernel's symbols, which are missing");
+  } else if (absl::Status s = LoadTypes(memory, &kernel); !s.ok()) {
+    kernel.types_status = s;
+  }
+  return kernel;
+}
+
+}  // namespace vmi::os_linux
