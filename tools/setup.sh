@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build needs, from the Debian archive this machine is
-# already configured for. Idempotent: a second run checks and exits in seconds.
+# already configured for, then builds the real Linux guest fixtures (linux_fixture/).
+# Idempotent: a second run checks and exits in about a second.
 # Run as root (or with sudo available).
 set -euo pipefail
 
@@ -21,8 +22,11 @@ if [ "${ID:-}" != "debian" ]; then
 fi
 
 # clang + libclang-rt: the dump parsers' libFuzzer targets; CLI11 + nlohmann-json: the vmi CLI.
+# qemu-system-x86 + busybox-static (+ gcc/libc6-dev for a static helper): the real Linux
+# guest fixtures (tools/linux_fixture); libbpf-dev: BTF parsing; liblzma-dev: xz decompression.
 PACKAGES=(bazel-bootstrap g++ pkg-config python3 libabsl-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libxen-dev clang libclang-rt-14-dev libcli11-dev nlohmann-json3-dev)
+          libbenchmark-dev libxen-dev clang libclang-rt-14-dev libcli11-dev nlohmann-json3-dev
+          qemu-system-x86 busybox-static gcc libc6-dev libbpf-dev liblzma-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -98,3 +102,14 @@ if ! unicorn_ok; then
 fi
 
 log "ok: bazel $(dpkg-query -W -f='${Version}' bazel-bootstrap), unicorn $(unicorn_version | tr ' ' .)"
+
+# Real Linux guest fixtures (memory dumps of Debian's kernel under QEMU): built once per
+# kernel version, then a no-op. VMI_SKIP_LINUX_FIXTURES=1 skips them.
+if [ "${VMI_SKIP_LINUX_FIXTURES:-0}" = 1 ]; then
+  log "skipping the Linux guest fixtures (VMI_SKIP_LINUX_FIXTURES=1)"
+else
+  fixture_args=()
+  if [ -n "${VMI_FIXTURE_DIR:-}" ]; then fixture_args=(--out "$VMI_FIXTURE_DIR"); fi
+  $SUDO "$(dirname "${BASH_SOURCE[0]}")/linux_fixture/build.sh" "${fixture_args[@]}" ||
+    die "building the Linux guest fixtures failed (tools/linux_fixture/build.sh)"
+fi
