@@ -99,6 +99,7 @@ void FakeKernel::Build() {
       {VaOf(kDataPa), 'D', "init_uts_ns"},
       {VaOf(kDataPa + 0x1000), 'D', "init_task"},
       {VaOf(root_pa_), 'D', "init_top_pgt"},
+      {VaOf(kDataPa + 0x2000), 'B', "mem_section"},
   };
   for (int i = 0; i < options_.extra_functions; ++i) {
     symbols_.push_back({text + 0x1000 + 0x40 * i, i % 3 ? 't' : 'T', absl::StrFormat("function_%d", i)});
@@ -158,6 +159,9 @@ void FakeKernel::Build() {
   absl::StrAppendFormat(&v, "SYMBOL(init_uts_ns)=%x\nOFFSET(uts_namespace.name)=0\n",
                         Symbol("init_uts_ns"));
   absl::StrAppendFormat(&v, "SYMBOL(swapper_pg_dir)=%x\nSYMBOL(_stext)=%x\n", VaOf(root_pa_), text);
+  // Like the real mem_section line: the pointer's value, not the symbol's
+  // address (kallsyms has the address).
+  absl::StrAppendFormat(&v, "SYMBOL(mem_section)=%x\n", 0xffff888001234000ull);
   absl::StrAppend(&v, "SIZE(list_head)=16\nOFFSET(list_head.next)=0\nOFFSET(list_head.prev)=8\n");
   if (options_.kallsyms_lines) {
     for (const char* name : {"kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table",
