@@ -52,11 +52,34 @@ inline void Emit(const Io& io, const nlohmann::json& j, const std::string& text)
   }
 }
 
-// Where a virtual address lives: an explicit root, or a vCPU's CR3.
+// Where a virtual address lives: an explicit root, or a vCPU's CR3; the
+// paging mode from the vCPU unless given (--paging).
 struct AddressSpace {
   std::optional<uint64_t> root;
   uint16_t vcpu = 0;
+  std::optional<amd64::PagingMode> paging;
 };
+
+// "4", "5", "pae" or "32" (--paging).
+inline absl::StatusOr<amd64::PagingMode> ParsePagingMode(absl::string_view text) {
+  if (text == "4") return amd64::PagingMode::FourLevel();
+  if (text == "5") return amd64::PagingMode::FiveLevel();
+  if (text == "pae") return amd64::PagingMode::Pae();
+  if (text == "32") return amd64::PagingMode::Legacy32();
+  return absl::InvalidArgumentError(absl::StrFormat("--paging %s: expected 4, 5, pae or 32", text));
+}
+
+// True when vCPU `vcpu` has registers with paging on: its CR3 can be the
+// translation root.
+template <VmiDriver D>
+bool HasPagingRegisters(VmiCore<D>& core, uint16_t vcpu) {
+  if constexpr (VmiQueryRegisters<D>) {
+    absl::StatusOr<amd64::Registers> regs = core.GetRegisters(VcpuId(vcpu));
+    return regs.ok() && Amd64::PagingModeOf(*regs).kind != amd64::PagingMode::Kind::kDisabled;
+  } else {
+    return false;
+  }
+}
 
 // Reads pages through the core for the explicit walk (amd64::WalkInto).
 template <VmiRead D>
@@ -81,8 +104,8 @@ absl::StatusOr<Pa> ResolveRoot(VmiCore<D>& core, const AddressSpace& space) {
   if constexpr (VmiQueryRegisters<D>) {
     absl::StatusOr<amd64::Registers> regs = core.GetRegisters(VcpuId(space.vcpu));
     if (regs.ok()) {
-      core.SetPagingMode(Amd64::PagingModeOf(*regs));
-      if (!space.root) return Amd64::TranslationRoot(*regs);
+      core.SetPagingMode(space.paging.value_or(Amd64::PagingModeOf(*regs)));
+      if (!space.root) return core.paging_mode().RootFromCr3(regs->cr3);
     } else if (!space.root) {
       return AnnotateStatus(regs.status(), absl::StrFormat("registers of vcpu %u", space.vcpu));
     }
@@ -90,6 +113,7 @@ absl::StatusOr<Pa> ResolveRoot(VmiCore<D>& core, const AddressSpace& space) {
   if (!space.root) {
     return absl::FailedPreconditionError("no translation root: pass --root <cr3>");
   }
+  if (space.paging) core.SetPagingMode(*space.paging);
   return core.paging_mode().RootFromCr3(*space.root);
 }
 

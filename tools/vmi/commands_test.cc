@@ -82,3 +82,34 @@ TEST_F(CommandsTest, ErrorsAreOneLineWithACode) {
 
 }  // namespace
 }  // namespace vmi::cli
+
+namespace vmi::cli {
+namespace {
+
+TEST(PagingOptionTest, ParsesTheFourModesAndRejectsOthers) {
+  EXPECT_EQ(ParsePagingMode("4").value(), amd64::PagingMode::FourLevel());
+  EXPECT_EQ(ParsePagingMode("5").value(), amd64::PagingMode::FiveLevel());
+  EXPECT_EQ(ParsePagingMode("pae").value(), amd64::PagingMode::Pae());
+  EXPECT_EQ(ParsePagingMode("32").value(), amd64::PagingMode::Legacy32());
+  EXPECT_EQ(ParsePagingMode("6").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PagingOptionTest, AFiveLevelRawGuestNeedsAndHonoursPaging5) {
+  MemoryPageStore store(Gfn(0xfff));
+  PageTableBuilder builder(store, amd64::PagingMode::FiveLevel());
+  ASSERT_TRUE(builder.Map(Va(0xff11000000001000), Pa(0x7000), 4096, 0x3).ok());
+  VmiCore<StoreDriver> core{StoreDriver(&store)};
+  std::ostringstream out, err;
+  Io io{out, err, false};
+  AddressSpace space{builder.root().value(), 0, std::nullopt};
+  // Walked as 4-level (the default) the address does not translate.
+  EXPECT_EQ(CmdTranslate(core, 0xff11000000001234, space, io), kExitFailed);
+  out.str("");
+  space.paging = amd64::PagingMode::FiveLevel();
+  EXPECT_EQ(CmdTranslate(core, 0xff11000000001234, space, io), kExitOk);
+  EXPECT_THAT(out.str(), HasSubstr("PML5"));
+  EXPECT_THAT(out.str(), HasSubstr("=> pa 0x7234"));
+}
+
+}  // namespace
+}  // namespace vmi::cli

@@ -19,6 +19,7 @@
 #include "tools/vmi/commands.h"
 #include "tools/vmi/demo.h"
 #include "tools/vmi/dump_cmd.h"
+#include "tools/vmi/linux_cmd.h"
 #include "tools/vmi/targets.h"
 #include "tools/vmi/watch.h"
 
@@ -44,6 +45,8 @@ struct Args {
   bool cr3 = false;
   uint64_t count = 0;
   std::string duration;
+  std::string paging;
+  std::vector<std::string> symbols;
 };
 
 absl::StatusOr<AddressSpace> Space(const Args& a) {
@@ -52,6 +55,9 @@ absl::StatusOr<AddressSpace> Space(const Args& a) {
   if (!a.root.empty()) {
     VMI_ASSIGN_OR_RETURN(uint64_t root, ParseNumber(a.root));
     s.root = root;
+  }
+  if (!a.paging.empty()) {
+    VMI_ASSIGN_OR_RETURN(s.paging, ParsePagingMode(a.paging));
   }
   return s;
 }
@@ -76,11 +82,21 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
   if (command == "info") return CmdInfo(core, driver_name, io);
   if (command == "regs") return CmdRegs(core, a.vcpu, io);
   if (command == "idt") return CmdIdt(core, a.vcpu, io);
+  if (command == "os") return CmdOs(core, io);
+  if (command == "sym") return CmdSym(core, a.symbols, io);
   if (command == "translate" || command == "read") {
-    absl::StatusOr<uint64_t> address = ParseNumber(a.address);
-    if (!address.ok()) return Fail(io, command, address.status(), kExitUsage);
     absl::StatusOr<AddressSpace> space = Space(a);
-    if (!space.ok()) return Fail(io, command + " --root", space.status(), kExitUsage);
+    if (!space.ok()) return Fail(io, command, space.status(), kExitUsage);
+    // A Linux kernel found in the target supplies symbols for addresses and,
+    // without registers, the translation root.
+    std::optional<os_linux::LinuxKernel> kernel;
+    absl::StatusOr<uint64_t> address = ResolveAddress(core, a.address, &kernel);
+    if (!address.ok()) return Fail(io, command, address.status(), kExitUsage);
+    if (!a.phys) {
+      if (absl::Status s = UseKernelRootIfNeeded(core, &*space, &kernel); !s.ok()) {
+        return Fail(io, command, s);
+      }
+    }
     if (command == "translate") return CmdTranslate(core, *address, *space, io);
     absl::StatusOr<ReadAs> as = ParseAs(a.as);
     if (!as.ok()) return Fail(io, "read", as.status(), kExitUsage);
@@ -144,16 +160,18 @@ int main(int argc, char** argv) {
   auto* regs = app.add_subcommand("regs", "the register set with decoded flags");
   regs->add_option("--vcpu", a.vcpu, "vCPU number (default 0)");
   auto* translate = app.add_subcommand("translate", "walk the page tables for a virtual address");
-  translate->add_option("va", a.address, "virtual address (hex 0x... or decimal)")->required();
+  translate->add_option("va", a.address, "virtual address (hex 0x..., decimal, or a Linux symbol[+off])")->required();
   translate->add_option("--root", a.root, "translation root (CR3); default: the vCPU's");
   translate->add_option("--vcpu", a.vcpu, "vCPU whose CR3 and paging mode to use (default 0)");
+  translate->add_option("--paging", a.paging, "4|5|pae|32: the paging mode (default: the vCPU's, the Linux kernel's, or 4)");
   auto* read = app.add_subcommand("read", "read guest memory");
-  read->add_option("addr", a.address, "address (virtual unless --phys)")->required();
+  read->add_option("addr", a.address, "address (virtual unless --phys; a Linux symbol[+off] too)")->required();
   read->add_option("len", a.length, "bytes (hex/string) or element count (u8..u64)");
   read->add_flag("--phys", a.phys, "the address is guest-physical");
   read->add_option("--as", a.as, "hex|u8|u16|u32|u64|string|wstring (default hex)");
   read->add_option("--root", a.root, "translation root (CR3); default: the vCPU's");
   read->add_option("--vcpu", a.vcpu, "vCPU whose address space to use (default 0)");
+  read->add_option("--paging", a.paging, "4|5|pae|32: the paging mode (default: the vCPU's, the Linux kernel's, or 4)");
   auto* idt = app.add_subcommand("idt", "the interrupt descriptor table");
   idt->add_option("--vcpu", a.vcpu, "vCPU number (default 0)");
   auto* dump = app.add_subcommand("dump", "physical memory to a file (atomic)");
@@ -166,6 +184,9 @@ int main(int argc, char** argv) {
   watch->add_option("--count", a.count, "stop after N events");
   watch->add_option("--for", a.duration, "stop after a duration, e.g. 5s (default 10s)");
   app.add_subcommand("demo", "the guided tour on the embedded simulated guest");
+  app.add_subcommand("os", "the Linux kernel in the target: release, KASLR, page-table root, symbols, types");
+  auto* sym = app.add_subcommand("sym", "Linux kernel symbols: name -> address, address -> name+off");
+  sym->add_option("query", a.symbols, "symbol names or addresses")->required();
 
   try {
     app.parse(argc, argv);

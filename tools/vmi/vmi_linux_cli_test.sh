@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The Linux subcommands on the real guest fixtures (tools/linux_fixture): fails,
+# never skips, when tools/setup.sh has not built them.
+set -uo pipefail
+
+VMI="$1"
+DIR="${VMI_FIXTURE_DIR:-/var/cache/vmi/linux-fixtures}/current"
+TMP="${TEST_TMPDIR:-$(mktemp -d)}"
+if [ ! -e "$DIR/COMPLETE" ]; then
+  echo "FAIL: Linux guest fixtures missing under $DIR: run tools/setup.sh"
+  exit 1
+fi
+failures=0
+check() {
+  local what=$1; shift
+  if "$@" >/dev/null 2>&1; then echo "ok: $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
+}
+meta() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$DIR/$1/meta.json" "$2"; }
+
+for variant in l4 l5; do
+  levels=$(meta "$variant" paging_levels)
+  slide=$(meta "$variant" kaslr_slide)
+  release=$(meta "$variant" uname_r)
+  raw="dump:$DIR/$variant/mem.raw"
+  elf="dump:$DIR/$variant/mem.elf"
+
+  "$VMI" -t "$raw" os >"$TMP/os.txt" 2>&1
+  check "$variant raw: os succeeds" test $? -eq 0
+  check "$variant raw: os shows ${levels}-level paging" grep -q "^paging       ${levels}-level" "$TMP/os.txt"
+  check "$variant raw: os shows the KASLR slide $slide" grep -q "^kaslr slide  $slide$" "$TMP/os.txt"
+  check "$variant raw: os shows the release" grep -q "^release      $release$" "$TMP/os.txt"
+  check "$variant raw: found by a scan" grep -q "scan of physical memory" "$TMP/os.txt"
+  "$VMI" -t "$elf" --json os >"$TMP/os.json"
+  check "$variant elf: os --json from the ELF note" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['paging_levels'] == $levels and d['kaslr_slide'] == '$slide', d
+assert 'ELF note' in d['sources']['layout'], d
+assert d['symbols'] > 90000 and d['types'] > 50000, d
+" "$TMP/os.json"
+
+  # translate of a kernel symbol on a raw dump: no --root needed.
+  "$VMI" -t "$raw" --json translate init_task >"$TMP/tr.json"
+  check "$variant raw: translate init_task without --root" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+# The image is mapped with 2 MiB pages: one level short of a 4K walk.
+assert len(d['levels']) == $levels - 1 and d['page_size'] == 2 << 20, d
+assert d['levels'][0]['table'] == ('PML5' if $levels == 5 else 'PML4') and 'pa' in d, d
+" "$TMP/tr.json"
+  "$VMI" -t "$raw" read init_task+0x10 16 >/dev/null
+  check "$variant raw: read symbol+offset" test $? -eq 0
+  "$VMI" -t "$raw" read linux_banner --as string >"$TMP/banner.txt"
+  # `read --as string` ends its output with a newline of its own.
+  check "$variant raw: read linux_banner as a string" python3 -c "
+import sys
+assert open(sys.argv[1]).read() == open(sys.argv[2]).read() + '\n'
+" "$TMP/banner.txt" "$DIR/$variant/guest/version.txt"
+
+  # sym, both directions, against the guest's own /proc/kallsyms.
+  want=$(awk '$3 == "init_task" && NF == 3 {print $1; exit}' "$DIR/$variant/guest/kallsyms.txt")
+  "$VMI" -t "$raw" sym init_task >"$TMP/sym.txt"
+  check "$variant raw: sym init_task = /proc/kallsyms" grep -q "^0x${want#"${want%%[!0]*}"} D init_task$" "$TMP/sym.txt"
+  "$VMI" -t "$raw" --json sym "0x$want" init_task+0x20 >"$TMP/sym.json"
+  check "$variant raw: sym address -> name" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d[0]['symbol'] == 'init_task' and d[1]['address'] == hex(int('$want', 16) + 0x20), d
+" "$TMP/sym.json"
+done
+
+# Errors: an unknown symbol, a bad --paging, a dump that holds no Linux kernel.
+"$VMI" -t "dump:$DIR/l4/mem.raw" sym no_such_symbol_xyz 2>"$TMP/err.txt"
+check "unknown symbol exits 1" test $? -eq 1
+check "unknown symbol is named" grep -q "no_such_symbol_xyz: not among the kernel's" "$TMP/err.txt"
+"$VMI" -t "dump:$DIR/l4/mem.raw" translate 0x1000 --paging 6 2>/dev/null
+check "bad --paging exits 2" test $? -eq 2
+head -c 1048576 /dev/zero >"$TMP/zero.raw"
+"$VMI" -t "dump:$TMP/zero.raw" translate 0xffffffff81000000 2>"$TMP/err.txt"
+check "no root on a non-Linux raw dump exits 1" test $? -eq 1
+check "... and says to pass --root" grep -q "pass --root <cr3>" "$TMP/err.txt"
+"$VMI" -t "dump:$TMP/zero.raw" os 2>"$TMP/err.txt"
+check "os on a non-Linux dump fails clearly" grep -q "no valid VMCOREINFO" "$TMP/err.txt"
+"$VMI" -t "dump:$TMP/zero.raw" translate 0x1000 --root 0x0 --paging 5 >/dev/null 2>&1
+check "--root with --paging on a non-Linux raw dump walks (and faults) without discovery" test $? -eq 1
+
+echo "$failures failure(s)"
+[ "$failures" -eq 0 ]
