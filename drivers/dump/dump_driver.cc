@@ -168,6 +168,25 @@ const std::string& DumpDriver::path() const { return state_->path; }
 DumpFormat DumpDriver::format() const { return state_->layout.format; }
 uint64_t DumpDriver::file_size() const { return state_->mapping->size(); }
 std::vector<GfnRange> DumpDriver::PresentRanges() const { return state_->layout.PresentRanges(); }
+
+std::vector<DumpDriver::MappedRange> DumpDriver::MappedRanges() const {
+  std::vector<MappedRange> out;
+  if (!state_) return out;
+  for (const dump_internal::Extent& e : state_->layout.extents) {
+    if (e.zero) continue;
+    const uint8_t* data = state_->mapping->data() + e.file_offset;
+    const size_t size = e.pages * dump_internal::kPageSize;
+    // Extents adjacent in memory and in the file become one span.
+    if (!out.empty() && out.back().first.value() + out.back().bytes.size() / dump_internal::kPageSize ==
+                            e.first_gfn &&
+        out.back().bytes.data() + out.back().bytes.size() == data) {
+      out.back().bytes = absl::Span<const uint8_t>(out.back().bytes.data(), out.back().bytes.size() + size);
+    } else {
+      out.push_back({Gfn(e.first_gfn), absl::Span<const uint8_t>(data, size)});
+    }
+  }
+  return out;
+}
 uint64_t DumpDriver::page_count() const { return state_->layout.page_count; }
 const std::vector<std::string>& DumpDriver::warnings() const { return state_->layout.warnings; }
 

@@ -93,6 +93,15 @@ class DumpDriver {
   uint64_t file_size() const;
   // Present frames, coalesced into ranges, ascending.
   std::vector<GfnRange> PresentRanges() const;
+  // The present frames that the file holds (not zero-filled ones) as
+  // zero-copy spans of the mapping, ascending: whole-memory scans run over
+  // these instead of page by page. Valid as long as the driver, a driver
+  // moved from it or any page it returned lives.
+  struct MappedRange {
+    Gfn first;
+    absl::Span<const uint8_t> bytes;  // a multiple of 4096 bytes
+  };
+  std::vector<MappedRange> MappedRanges() const;
   uint64_t page_count() const;
   // The descriptor of the first ELF note named `name` other than the
   // CPU-state notes (e.g. "VMCOREINFO" in a kdump or a QEMU dump of a guest

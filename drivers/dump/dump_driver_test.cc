@@ -386,3 +386,32 @@ TEST(DumpDriverNotesTest, AHostileNumberOrSizeOfNotesIsBounded) {
 
 }  // namespace
 }  // namespace vmi::dump
+
+namespace vmi::dump {
+namespace {
+
+TEST(DumpDriverMappedRangesTest, SpansCoverExactlyThePresentFramesZeroCopy) {
+  for (DumpFormat format : {DumpFormat::kRaw, DumpFormat::kLime, DumpFormat::kElfCore, DumpFormat::kXenCore}) {
+    const std::string path = TempPath("mapped_ranges." + DumpFormatName(format));
+    ASSERT_TRUE(WriteDump(path, format, PatternSource()).ok());
+    absl::StatusOr<DumpDriver> driver = DumpDriver::Open(path);
+    ASSERT_TRUE(driver.ok()) << driver.status();
+    uint64_t frames = 0;
+    for (const DumpDriver::MappedRange& r : driver->MappedRanges()) {
+      ASSERT_EQ(r.bytes.size() % 4096, 0u);
+      for (uint64_t i = 0; i < r.bytes.size() / 4096; ++i) {
+        const Gfn gfn(r.first.value() + i);
+        absl::StatusOr<MappedPage> page = driver->ReadPage(gfn);
+        ASSERT_TRUE(page.ok()) << gfn;
+        EXPECT_EQ(page->data(), r.bytes.data() + i * 4096) << DumpFormatName(format) << " " << gfn;
+        ++frames;
+      }
+    }
+    // Raw dumps also hold the holes' frames (as zeros): at least the present ones.
+    EXPECT_GE(frames, 6u) << DumpFormatName(format);
+    EXPECT_EQ(frames, driver->page_count()) << DumpFormatName(format);
+  }
+}
+
+}  // namespace
+}  // namespace vmi::dump

@@ -82,50 +82,25 @@ absl::Status TryCandidate(GuestMemory& memory, uint64_t pa, LinuxKernel* kernel)
 // Scans physical memory frame by frame for the first valid block.
 absl::Status ScanForVmcoreinfo(GuestMemory& memory, const DiscoveryOptions& options,
                                LinuxKernel* kernel, ScanStats* stats, Rejections* rejected) {
-  const size_t k = kPattern.size();
-  uint8_t seam[2 * 16];  // the last k-1 bytes of a frame and the first k-1 of the next
-  bool have_tail = false;
-  const uint64_t frames = memory.max_gfn().value() + 1;
-  auto candidate = [&](uint64_t pa) -> absl::StatusOr<bool> {
-    if (++stats->candidates > options.max_candidates) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "gave up after %u \"OSRELEASE=\" candidates without a valid VMCOREINFO block",
-          options.max_candidates));
-    }
-    absl::Status s = TryCandidate(memory, pa, kernel);
-    if (s.ok()) {
-      kernel->layout_source = absl::StrFormat("VMCOREINFO found at pa 0x%x by a scan of physical memory", pa);
-      return true;
-    }
-    rejected->Add(pa, s);
-    return false;
-  };
-  for (uint64_t g = 0; g < frames; ++g) {
-    absl::StatusOr<MappedPage> page = memory.ScanFrame(Gfn(g));
-    if (!page.ok() || page->size() < kPageSize) {
-      ++stats->frames_absent;
-      have_tail = false;
-      continue;
-    }
-    ++stats->frames_scanned;
-    const absl::Span<const uint8_t> bytes = page->bytes().subspan(0, kPageSize);
-    const uint64_t base = g * kPageSize;
-    if (have_tail) {
-      // A block starting in the last k-1 bytes of the previous frame.
-      std::memcpy(seam + (k - 1), bytes.data(), k - 1);
-      for (size_t at = 0; (at = FindPattern(absl::MakeConstSpan(seam, 2 * (k - 1)), kPattern, at)) != kNotFound; ++at) {
-        VMI_ASSIGN_OR_RETURN(bool found, candidate(base - (k - 1) + at));
-        if (found) return absl::OkStatus();
-      }
-    }
-    for (size_t at = 0; (at = FindPattern(bytes, kPattern, at)) != kNotFound; ++at) {
-      VMI_ASSIGN_OR_RETURN(bool found, candidate(base + at));
-      if (found) return absl::OkStatus();
-    }
-    std::memcpy(seam, bytes.data() + kPageSize - (k - 1), k - 1);
-    have_tail = true;
-  }
-  return absl::NotFoundError("not found");
+  bool found = false;
+  VMI_RETURN_IF_ERROR(os_linux_internal::ScanPhysicalMemory(
+      memory, kPattern, stats, [&](uint64_t pa) -> absl::StatusOr<bool> {
+        if (stats->candidates > options.max_candidates) {
+          return absl::ResourceExhaustedError(absl::StrFormat(
+              "gave up after %u \"OSRELEASE=\" candidates without a valid VMCOREINFO block",
+              options.max_candidates));
+        }
+        absl::Status s = TryCandidate(memory, pa, kernel);
+        if (!s.ok()) {
+          rejected->Add(pa, s);
+          return false;
+        }
+        kernel->layout_source =
+            absl::StrFormat("VMCOREINFO found at pa 0x%x by a scan of physical memory", pa);
+        found = true;
+        return true;
+      }));
+  return found ? absl::OkStatus() : absl::NotFoundError("not found");
 }
 
 absl::Status LoadSymbols(GuestMemory& memory, LinuxKernel* kernel) {
@@ -191,7 +166,75 @@ namespace vmi::os_linux_internal {
 
 using os_linux::GuestMemory;
 using os_linux::LinuxKernel;
+using os_linux::ScanStats;
 using os_linux::VmcoreInfo;
+
+absl::Status ScanPhysicalMemory(GuestMemory& memory, absl::string_view pattern, ScanStats* stats,
+                                absl::FunctionRef<absl::StatusOr<bool>(uint64_t pa)> on_match) {
+  constexpr uint64_t kPageSize = 4096;
+  const size_t k = pattern.size();
+  if (k < 2 || k > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("scan pattern of %u bytes: 2 to 64 are supported", k));
+  }
+  // Memory comes in runs (whole mapped ranges, or single frames). The last
+  // k-1 bytes of a run and the first k-1 of the next one, if it follows
+  // without a gap, make the seam where a match may straddle the two.
+  uint8_t seam[2 * 64];
+  bool have_tail = false;
+  uint64_t tail_end = 0;
+  auto scan_run = [&](uint64_t start, absl::Span<const uint8_t> bytes) -> absl::StatusOr<bool> {
+    if (have_tail && tail_end == start && bytes.size() >= k - 1) {
+      std::memcpy(seam + (k - 1), bytes.data(), k - 1);
+      const absl::Span<const uint8_t> joined(seam, 2 * (k - 1));
+      for (size_t at = 0; (at = FindPattern(joined, pattern, at)) != kNotFound; ++at) {
+        ++stats->candidates;
+        VMI_ASSIGN_OR_RETURN(bool stop, on_match(start - (k - 1) + at));
+        if (stop) {
+          stats->frames_scanned += 1;
+          return true;
+        }
+      }
+    }
+    for (size_t at = 0; (at = FindPattern(bytes, pattern, at)) != kNotFound; ++at) {
+      ++stats->candidates;
+      VMI_ASSIGN_OR_RETURN(bool stop, on_match(start + at));
+      if (stop) {
+        stats->frames_scanned += at / kPageSize + 1;
+        return true;
+      }
+    }
+    stats->frames_scanned += bytes.size() / kPageSize;
+    have_tail = bytes.size() >= k - 1;
+    if (have_tail) std::memcpy(seam, bytes.data() + bytes.size() - (k - 1), k - 1);
+    tail_end = start + bytes.size();
+    return false;
+  };
+
+  const uint64_t frames = memory.max_gfn().value() + 1;
+  std::vector<GuestMemory::Run> runs = memory.MappedRuns();
+  if (!runs.empty()) {
+    uint64_t covered = 0;
+    for (const GuestMemory::Run& run : runs) {
+      VMI_ASSIGN_OR_RETURN(bool stop, scan_run(run.start.value(), run.bytes));
+      if (stop) return absl::OkStatus();
+      covered += run.bytes.size() / kPageSize;
+    }
+    stats->frames_absent += frames - std::min(frames, covered);
+    return absl::OkStatus();
+  }
+  for (uint64_t g = 0; g < frames; ++g) {
+    absl::StatusOr<MappedPage> page = memory.ScanFrame(Gfn(g));
+    if (!page.ok() || page->size() < kPageSize) {
+      ++stats->frames_absent;
+      have_tail = false;
+      continue;
+    }
+    VMI_ASSIGN_OR_RETURN(bool stop, scan_run(g * kPageSize, page->bytes().subspan(0, kPageSize)));
+    if (stop) return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CheckVmcoreinfo(const VmcoreInfo& info, GuestMemory& memory, LinuxKernel* kernel) {
   constexpr uint64_t kPageSize = 4096;

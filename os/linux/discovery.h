@@ -28,7 +28,9 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/driver.h"
 #include "core/error.h"
 #include "core/vmi_core.h"
@@ -75,6 +77,13 @@ namespace vmi::os_linux_internal {
 // fills the layout part of `kernel`.
 absl::Status CheckVmcoreinfo(const os_linux::VmcoreInfo& info, os_linux::GuestMemory& memory,
                              os_linux::LinuxKernel* kernel);
+
+// Every occurrence of `pattern` (2..64 bytes) in physical memory, frame by
+// frame (absent frames skipped, matches across two present frames found),
+// in address order; `on_match` returns true to stop. Counts into `stats`.
+absl::Status ScanPhysicalMemory(os_linux::GuestMemory& memory, absl::string_view pattern,
+                                os_linux::ScanStats* stats,
+                                absl::FunctionRef<absl::StatusOr<bool>(uint64_t pa)> on_match);
 
 }  // namespace vmi::os_linux_internal
 

@@ -284,3 +284,80 @@ TEST(DiscoveryTest, CheckVmcoreinfoLeavesTheKernelUntouchedOnFailure) {
 
 }  // namespace
 }  // namespace vmi::os_linux
+
+namespace vmi::os_linux {
+namespace {
+
+// Memory given only as runs (like a mapped dump), for the scan's run path.
+class RunMemory final : public GuestMemory {
+ public:
+  RunMemory(uint64_t frames, std::vector<std::pair<uint64_t, std::vector<uint8_t>>> runs)
+      : frames_(frames), runs_(std::move(runs)) {}
+  Gfn max_gfn() const override { return Gfn(frames_ - 1); }
+  absl::StatusOr<MappedPage> ScanFrame(Gfn) override {
+    return absl::InternalError("the run path must not read frames");
+  }
+  absl::Status ReadPhysical(Pa, absl::Span<uint8_t>) override { return absl::UnimplementedError("n/a"); }
+  absl::Status ReadVirtual(Va, Pa, const amd64::PagingMode&, absl::Span<uint8_t>) override {
+    return absl::UnimplementedError("n/a");
+  }
+  absl::StatusOr<Pa> Translate(Va, Pa, const amd64::PagingMode&) override {
+    return absl::UnimplementedError("n/a");
+  }
+  std::vector<Run> MappedRuns() override {
+    std::vector<Run> out;
+    for (const auto& [pa, bytes] : runs_) out.push_back({Pa(pa), absl::MakeConstSpan(bytes)});
+    return out;
+  }
+
+ private:
+  uint64_t frames_;
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> runs_;
+};
+
+std::vector<uint8_t> Pages(size_t n, std::vector<std::pair<size_t, std::string>> writes) {
+  std::vector<uint8_t> bytes(n * 4096, 0);
+  for (const auto& [at, text] : writes) std::copy(text.begin(), text.end(), bytes.begin() + at);
+  return bytes;
+}
+
+TEST(ScanPhysicalMemoryTest, RunsAreScannedWholeAndSeamsOnlyWhereTheyTouch) {
+  // Run A: frames 0-1; run B: frames 2-3 (touching A); run C: frames 8-9
+  // (after a gap). "OSREL" ends A and "EASE=" starts B: a match across the
+  // seam. "OSREL" ends B and "EASE=" starts C: no match across the gap.
+  RunMemory memory(16, {{0x0000, Pages(2, {{100, "OSRELEASE="}, {8192 - 5, "OSREL"}})},
+                        {0x2000, Pages(2, {{0, "EASE="}, {8192 - 5, "OSREL"}})},
+                        {0x8000, Pages(2, {{0, "EASE="}, {4096, "OSRELEASE="}})}});
+  std::vector<uint64_t> hits;
+  ScanStats stats;
+  ASSERT_TRUE(os_linux_internal::ScanPhysicalMemory(memory, "OSRELEASE=", &stats,
+                                                    [&](uint64_t pa) -> absl::StatusOr<bool> {
+                                                      hits.push_back(pa);
+                                                      return false;
+                                                    })
+                  .ok());
+  EXPECT_EQ(hits, (std::vector<uint64_t>{100, 0x2000 - 5, 0x9000}));
+  EXPECT_EQ(stats.frames_scanned, 6u);
+  EXPECT_EQ(stats.frames_absent, 10u);
+  EXPECT_EQ(stats.candidates, 3u);
+
+  // Stopping early counts the frames scanned so far.
+  stats = ScanStats();
+  ASSERT_TRUE(os_linux_internal::ScanPhysicalMemory(memory, "OSRELEASE=", &stats,
+                                                    [&](uint64_t pa) -> absl::StatusOr<bool> {
+                                                      return pa == 0x9000;
+                                                    })
+                  .ok());
+  EXPECT_EQ(stats.frames_scanned, 6u);
+  // An error from the callback ends the scan with it.
+  absl::Status error = os_linux_internal::ScanPhysicalMemory(
+      memory, "OSRELEASE=", &stats,
+      [&](uint64_t) -> absl::StatusOr<bool> { return absl::AbortedError("enough"); });
+  EXPECT_EQ(error.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(os_linux_internal::ScanPhysicalMemory(memory, "O", &stats, [](uint64_t) { return false; })
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace vmi::os_linux

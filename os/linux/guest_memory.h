@@ -14,6 +14,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -46,6 +47,23 @@ class GuestMemory {
   // The VMCOREINFO note the target carries, if any (kdump and QEMU ELF
   // dumps of a guest with the vmcoreinfo device).
   virtual std::optional<std::string> VmcoreinfoNote() { return std::nullopt; }
+
+  // Zero-copy views of all present memory, ascending, when the target can
+  // give them (a mapped dump file): the scan then runs over whole ranges
+  // instead of one ScanFrame call per frame. Empty otherwise.
+  struct Run {
+    Pa start;
+    absl::Span<const uint8_t> bytes;  // a multiple of 4096 bytes
+  };
+  virtual std::vector<Run> MappedRuns() { return {}; }
+};
+
+// Drivers over a mapped file (DumpDriver) expose its present frames as spans:
+// MappedRanges() -> ranges with .first (Gfn) and .bytes.
+template <typename D>
+concept HasMappedRanges = requires(const D& d) {
+  { d.MappedRanges().front().first } -> std::convertible_to<Gfn>;
+  { d.MappedRanges().front().bytes } -> std::convertible_to<absl::Span<const uint8_t>>;
 };
 
 // Drivers that carry ELF notes (DumpDriver) expose them as
@@ -81,6 +99,15 @@ class CoreGuestMemory final : public GuestMemory {
       if (note) return std::string(note->begin(), note->end());
     }
     return std::nullopt;
+  }
+  std::vector<Run> MappedRuns() override {
+    std::vector<Run> runs;
+    if constexpr (HasMappedRanges<D>) {
+      for (const auto& r : core_.driver().MappedRanges()) {
+        runs.push_back({Pa(r.first.value() * Amd64::kPageSize), r.bytes});
+      }
+    }
+    return runs;
   }
 
  private:

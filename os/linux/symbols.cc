@@ -35,13 +35,20 @@ SymbolTable::SymbolTable(std::vector<Entry> entries) {
   for (uint32_t i = 0; i < addresses_.size(); ++i) {
     by_name_.try_emplace(NameAt(i), i);
   }
+  std::vector<uint32_t> order;
   for (uint32_t i = 0; i < addresses_.size(); ++i) {
-    if (types_[i] != 'A' && types_[i] != 'a') sorted_index_.push_back(i);
+    if (types_[i] != 'A' && types_[i] != 'a') order.push_back(i);
   }
-  std::stable_sort(sorted_index_.begin(), sorted_index_.end(),
+  std::stable_sort(order.begin(), order.end(),
                    [&](uint32_t a, uint32_t b) { return addresses_[a] < addresses_[b]; });
-  sorted_addresses_.reserve(sorted_index_.size());
-  for (uint32_t i : sorted_index_) sorted_addresses_.push_back(addresses_[i]);
+  for (uint32_t i : order) {
+    if (!sorted_addresses_.empty() && sorted_addresses_.back() == addresses_[i]) continue;
+    sorted_addresses_.push_back(addresses_[i]);
+    sorted_index_.push_back(i);
+  }
+  for (size_t i = 0; i < sorted_addresses_.size(); i += kFenceStride) {
+    fences_.push_back(sorted_addresses_[i]);
+  }
 }
 
 absl::StatusOr<uint64_t> SymbolTable::Find(absl::string_view name) const {
@@ -51,17 +58,19 @@ absl::StatusOr<uint64_t> SymbolTable::Find(absl::string_view name) const {
 }
 
 std::optional<SymbolOffset> SymbolTable::Symbolize(uint64_t address) const {
-  auto it = std::upper_bound(sorted_addresses_.begin(), sorted_addresses_.end(), address);
-  if (it == sorted_addresses_.begin()) return std::nullopt;
-  // Past the last symbol nothing bounds the size: not symbolized.
-  if (it == sorted_addresses_.end() && address != sorted_addresses_.back()) return std::nullopt;
-  const size_t last_le = (it - sorted_addresses_.begin()) - 1;
-  // The first symbol (in table order) at that address.
-  const uint64_t at = sorted_addresses_[last_le];
-  const size_t first = std::lower_bound(sorted_addresses_.begin(), sorted_addresses_.end(), at) -
-                       sorted_addresses_.begin();
-  const uint32_t index = sorted_index_[first];
-  return SymbolOffset{NameAt(index), address - at};
+  // The last fence <= address picks a block of kFenceStride addresses.
+  const size_t fence = std::upper_bound(fences_.begin(), fences_.end(), address) - fences_.begin();
+  if (fence == 0) return std::nullopt;
+  const size_t begin = (fence - 1) * kFenceStride;
+  const size_t end = std::min(begin + kFenceStride, sorted_addresses_.size());
+  const size_t last_le =
+      (std::upper_bound(sorted_addresses_.begin() + begin, sorted_addresses_.begin() + end, address) -
+       sorted_addresses_.begin()) - 1;
+  // Past the last symbol nothing bounds its size: not symbolized.
+  if (last_le + 1 == sorted_addresses_.size() && address != sorted_addresses_.back()) {
+    return std::nullopt;
+  }
+  return SymbolOffset{NameAt(sorted_index_[last_le]), address - sorted_addresses_[last_le]};
 }
 
 }  // namespace vmi::os_linux

@@ -92,9 +92,14 @@ class SymbolTable {
   std::vector<uint16_t> name_len_;
   std::vector<char> types_;
   absl::flat_hash_map<absl::string_view, uint32_t> by_name_;  // keys view arena_
-  // Non-absolute symbols sorted by address (ties: table order).
+  // Distinct addresses of non-absolute symbols, ascending, each with the
+  // first symbol (in table order) at it; and every kFenceStride-th address,
+  // a small first level that stays in L1 so a lookup touches only a few
+  // cache lines of the big array.
+  static constexpr size_t kFenceStride = 64;
   std::vector<uint64_t> sorted_addresses_;
   std::vector<uint32_t> sorted_index_;
+  std::vector<uint64_t> fences_;
 };
 
 }  // namespace vmi::os_linux
