@@ -15,10 +15,15 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "core/vmi_core.h"
 #include "nlohmann/json.hpp"
 #include "os/linux/discovery.h"
+#include "os/linux/linux_guest.h"
+#include "os/linux/processes.h"
 #include "tools/vmi/commands.h"
 #include "tools/vmi/format.h"
 
@@ -193,6 +198,219 @@ int CmdSym(VmiCore<D>& core, const std::vector<std::string>& queries, const Io& 
   }
   Emit(io, j, text);
   return rc;
+}
+
+// Pauses a live target for the guard's lifetime (resumed on every exit
+// path); nothing for a dump.
+template <VmiDriver D>
+struct PauseForWalk {
+  explicit PauseForWalk(VmiCore<D>& core) {
+    if constexpr (VmiVmControl<D>) {
+      absl::StatusOr<typename VmiCore<D>::PauseGuard> g = core.PauseScoped();
+      if (g.ok()) {
+        guard.emplace(*std::move(g));
+      } else {
+        status = g.status();
+      }
+    }
+  }
+  absl::Status status = absl::OkStatus();
+  std::optional<std::conditional_t<VmiVmControl<D>, typename VmiCore<D>::PauseGuard, int>> guard;
+};
+
+struct PsOptions {
+  bool threads = false;
+  bool tree = false;
+};
+
+namespace linux_cmd_internal {
+
+inline std::string FormatStart(uint64_t ns) {
+  return absl::StrFormat("%.2fs", static_cast<double>(ns) / 1e9);
+}
+
+// The command line from arg_start..arg_end in the process's memory, NULs as
+// spaces; nullopt when a page of it is not present.
+template <VmiRead D>
+std::optional<std::string> CommandLine(const os_linux::KernelAccess& access, const os_linux::Task& t) {
+  if (!t.root || t.arg_end <= t.arg_start) return std::nullopt;
+  std::string bytes(std::min<uint64_t>(t.arg_end - t.arg_start, 4096), '\0');
+  if (!access.ReadUser(*t.root, t.arg_start, absl::MakeSpan(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size()))
+           .ok()) {
+    return std::nullopt;
+  }
+  while (!bytes.empty() && bytes.back() == '\0') bytes.pop_back();
+  for (char& c : bytes) if (c == '\0') c = ' ';
+  return bytes;
+}
+
+inline nlohmann::json TaskJson(const os_linux::Task& t, const std::optional<std::string>& cmdline) {
+  nlohmann::json j = {{"pid", t.tgid},
+                      {"tid", t.pid},
+                      {"ppid", t.ppid},
+                      {"comm", t.comm},
+                      {"uid", t.uid},
+                      {"gid", t.gid},
+                      {"euid", t.euid},
+                      {"egid", t.egid},
+                      {"state", std::string(1, t.state)},
+                      {"kernel_thread", t.kernel_thread},
+                      {"start_time_ns", t.start_time_ns},
+                      {"task", Hex(t.address)},
+                      {"mm", t.mm ? nlohmann::json(Hex(t.mm)) : nlohmann::json(nullptr)},
+                      {"root", t.root ? nlohmann::json(Hex(t.root->value())) : nlohmann::json(nullptr)}};
+  if (t.mm) {
+    j["arg_start"] = Hex(t.arg_start);
+    j["cmdline"] = cmdline ? nlohmann::json(*cmdline) : nlohmann::json(nullptr);
+  }
+  return j;
+}
+
+}  // namespace linux_cmd_internal
+
+// `vmi ps`: every process (or thread), as the guest's own ps would list it,
+// plus the task_struct and the page-table root; --tree orders and indents
+// by parent.
+template <VmiRead D>
+int CmdPs(VmiCore<D>& core, const PsOptions& options, const Io& io) {
+  using linux_cmd_internal::CommandLine;
+  PauseForWalk<D> pause(core);
+  if (!pause.status.ok()) return Fail(io, "ps: pause", pause.status);
+  auto guest = os_linux::LinuxGuest<D>::Discover(core);
+  if (!guest.ok()) return Fail(io, "ps", guest.status());
+  absl::StatusOr<const os_linux::TaskLayout*> layout = (*guest)->task_layout();
+  if (!layout.ok()) return Fail(io, "ps", layout.status(), kExitUnsupported);
+  const os_linux::KernelAccess& access = (*guest)->access();
+  os_linux::TaskList list = os_linux::ListProcesses(access, **layout);
+
+  // Which CPU runs what, from the per-CPU areas.
+  absl::flat_hash_map<uint64_t, std::vector<int>> running;
+  nlohmann::json current = nlohmann::json::array();
+  if (absl::StatusOr<std::vector<uint64_t>> bases = os_linux::PerCpuBases(access); bases.ok()) {
+    for (size_t cpu = 0; cpu < bases->size(); ++cpu) {
+      absl::StatusOr<uint64_t> task = os_linux::CurrentTaskAt(access, (*bases)[cpu]);
+      if (!task.ok()) continue;
+      running[*task].push_back(static_cast<int>(cpu));
+      nlohmann::json c = {{"cpu", cpu}, {"task", Hex(*task)}};
+      if (absl::StatusOr<os_linux::Task> t = os_linux::ReadTask(access, **layout, *task); t.ok()) {
+        c["pid"] = t->pid;
+        c["comm"] = t->comm;
+      }
+      current.push_back(c);
+    }
+  }
+
+  // Rows: processes (or every thread), in list order or as a tree.
+  struct Row {
+    os_linux::Task task;
+    int depth = 0;
+  };
+  std::vector<Row> rows;
+  absl::Status status = list.status;
+  auto add_process = [&](const os_linux::Task& p, int depth) {
+    if (!options.threads) {
+      rows.push_back({p, depth});
+      return;
+    }
+    os_linux::TaskList threads = os_linux::ListThreads(access, **layout, p);
+    for (const os_linux::Task& t : threads.tasks) rows.push_back({t, depth});
+    if (!threads.complete() && status.ok()) status = threads.status;
+  };
+  if (options.tree) {
+    absl::flat_hash_map<int, std::vector<size_t>> children;
+    absl::flat_hash_set<int> pids;
+    for (size_t i = 0; i < list.tasks.size(); ++i) pids.insert(list.tasks[i].pid);
+    std::vector<size_t> roots;
+    for (size_t i = 0; i < list.tasks.size(); ++i) {
+      if (pids.contains(list.tasks[i].ppid) && list.tasks[i].ppid != list.tasks[i].pid) {
+        children[list.tasks[i].ppid].push_back(i);
+      } else {
+        roots.push_back(i);
+      }
+    }
+    // Iterative depth-first walk; each process is visited once, so even a
+    // forged parent cycle cannot loop (cyclic ones are never reached from a root).
+    std::vector<std::pair<size_t, int>> stack;
+    for (auto it = roots.rbegin(); it != roots.rend(); ++it) stack.push_back({*it, 0});
+    while (!stack.empty()) {
+      auto [i, depth] = stack.back();
+      stack.pop_back();
+      add_process(list.tasks[i], depth);
+      const std::vector<size_t>& kids = children[list.tasks[i].pid];
+      for (auto it = kids.rbegin(); it != kids.rend(); ++it) stack.push_back({*it, depth + 1});
+    }
+  } else {
+    for (const os_linux::Task& p : list.tasks) add_process(p, 0);
+  }
+
+  nlohmann::json j = {{"processes", nlohmann::json::array()}, {"complete", status.ok()}, {"current", current}};
+  std::string text = absl::StrFormat("%7s %7s %s%5s %5s S %8s  %-18s  %-12s  %s\n", "PID", "PPID",
+                                     options.threads ? absl::StrFormat("%7s ", "TID") : "", "UID", "GID",
+                                     "START", "TASK", "ROOT", "COMMAND");
+  for (const Row& r : rows) {
+    const os_linux::Task& t = r.task;
+    const std::optional<std::string> cmdline = CommandLine<D>(access, t);
+    nlohmann::json tj = linux_cmd_internal::TaskJson(t, cmdline);
+    if (options.tree) tj["depth"] = r.depth;
+    if (auto it = running.find(t.address); it != running.end()) tj["running_on"] = it->second;
+    j["processes"].push_back(tj);
+    std::string name = t.kernel_thread ? "[" + t.comm + "]" : t.comm;
+    if (options.tree && r.depth > 0) name = std::string(2 * (r.depth - 1), ' ') + " \\_ " + name;
+    if (auto it = running.find(t.address); it != running.end()) {
+      name += absl::StrFormat("  (running on cpu %s)", absl::StrJoin(it->second, ","));
+    }
+    absl::StrAppendFormat(&text, "%7d %7d %s%5u %5u %c %8s  %-18s  %-12s  %s\n", t.tgid, t.ppid,
+                          options.threads ? absl::StrFormat("%7d ", t.pid) : "", t.uid, t.gid, t.state,
+                          linux_cmd_internal::FormatStart(t.start_time_ns), Hex(t.address),
+                          t.root ? Hex(t.root->value()) : "-", name);
+  }
+  if (!status.ok()) j["error"] = std::string(status.message());
+  Emit(io, j, text);
+  if (!status.ok()) {
+    io.err << "vmi: ps: incomplete, the walk stopped: " << status.message() << "\n";
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
+// The page-table root of process (or thread) `pid`, for --pid.
+template <VmiRead D>
+absl::StatusOr<os_linux::Task> FindTask(os_linux::LinuxGuest<D>& guest, int pid) {
+  VMI_ASSIGN_OR_RETURN(const os_linux::TaskLayout* layout, guest.task_layout());
+  os_linux::TaskList list = os_linux::ListProcesses(guest.access(), *layout);
+  for (const os_linux::Task& p : list.tasks) {
+    if (p.pid == pid) return p;
+  }
+  for (const os_linux::Task& p : list.tasks) {
+    os_linux::TaskList threads = os_linux::ListThreads(guest.access(), *layout, p);
+    for (const os_linux::Task& t : threads.tasks) {
+      if (t.pid == pid) return t;
+    }
+  }
+  if (!list.complete()) {
+    return absl::NotFoundError(absl::StrFormat(
+        "no process %d among the %u read before the process list broke off: %s", pid,
+        list.tasks.size(), list.status.message()));
+  }
+  return absl::NotFoundError(absl::StrFormat("no process or thread with pid %d", pid));
+}
+
+// --pid N: the process's page-table root and the kernel's paging mode.
+template <VmiRead D>
+absl::Status UseProcessRoot(VmiCore<D>& core, int pid, AddressSpace* space) {
+  VMI_ASSIGN_OR_RETURN(auto guest, os_linux::LinuxGuest<D>::Discover(core));
+  VMI_ASSIGN_OR_RETURN(os_linux::Task task, FindTask(*guest, pid));
+  if (task.mm == 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "pid %d (%s) is a kernel thread: it has no user address space", pid, task.comm));
+  }
+  if (!task.root) {
+    return absl::DataLossError(absl::StrFormat(
+        "pid %d (%s): its mm->pgd 0x%x does not translate to a page-table root", pid, task.comm, task.pgd));
+  }
+  space->root = task.root->value();
+  if (!space->paging) space->paging = guest->kernel().paging;
+  return absl::OkStatus();
 }
 
 }  // namespace vmi::cli

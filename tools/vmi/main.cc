@@ -47,6 +47,8 @@ struct Args {
   std::string duration;
   std::string paging;
   std::vector<std::string> symbols;
+  int pid = -1;
+  bool threads = false, tree = false;
 };
 
 absl::StatusOr<AddressSpace> Space(const Args& a) {
@@ -83,6 +85,7 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
   if (command == "regs") return CmdRegs(core, a.vcpu, io);
   if (command == "idt") return CmdIdt(core, a.vcpu, io);
   if (command == "os") return CmdOs(core, io);
+  if (command == "ps") return CmdPs(core, PsOptions{a.threads, a.tree}, io);
   if (command == "sym") return CmdSym(core, a.symbols, io);
   if (command == "translate" || command == "read") {
     absl::StatusOr<AddressSpace> space = Space(a);
@@ -92,7 +95,14 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
     std::optional<os_linux::LinuxKernel> kernel;
     absl::StatusOr<uint64_t> address = ResolveAddress(core, a.address, &kernel);
     if (!address.ok()) return Fail(io, command, address.status(), kExitUsage);
-    if (!a.phys) {
+    if (a.pid >= 0) {
+      if (a.phys || space->root) {
+        return Fail(io, command, absl::InvalidArgumentError("--pid excludes --phys and --root"), kExitUsage);
+      }
+      if (absl::Status s = UseProcessRoot(core, a.pid, &*space); !s.ok()) {
+        return Fail(io, absl::StrFormat("%s --pid %d", command, a.pid), s);
+      }
+    } else if (!a.phys) {
       if (absl::Status s = UseKernelRootIfNeeded(core, &*space, &kernel); !s.ok()) {
         return Fail(io, command, s);
       }
@@ -163,6 +173,7 @@ int main(int argc, char** argv) {
   translate->add_option("va", a.address, "virtual address (hex 0x..., decimal, or a Linux symbol[+off])")->required();
   translate->add_option("--root", a.root, "translation root (CR3); default: the vCPU's");
   translate->add_option("--vcpu", a.vcpu, "vCPU whose CR3 and paging mode to use (default 0)");
+  translate->add_option("--pid", a.pid, "translate in this Linux process's address space");
   translate->add_option("--paging", a.paging, "4|5|pae|32: the paging mode (default: the vCPU's, the Linux kernel's, or 4)");
   auto* read = app.add_subcommand("read", "read guest memory");
   read->add_option("addr", a.address, "address (virtual unless --phys; a Linux symbol[+off] too)")->required();
@@ -171,6 +182,7 @@ int main(int argc, char** argv) {
   read->add_option("--as", a.as, "hex|u8|u16|u32|u64|string|wstring (default hex)");
   read->add_option("--root", a.root, "translation root (CR3); default: the vCPU's");
   read->add_option("--vcpu", a.vcpu, "vCPU whose address space to use (default 0)");
+  read->add_option("--pid", a.pid, "read this Linux process's memory");
   read->add_option("--paging", a.paging, "4|5|pae|32: the paging mode (default: the vCPU's, the Linux kernel's, or 4)");
   auto* idt = app.add_subcommand("idt", "the interrupt descriptor table");
   idt->add_option("--vcpu", a.vcpu, "vCPU number (default 0)");
@@ -185,6 +197,9 @@ int main(int argc, char** argv) {
   watch->add_option("--for", a.duration, "stop after a duration, e.g. 5s (default 10s)");
   app.add_subcommand("demo", "the guided tour on the embedded simulated guest");
   app.add_subcommand("os", "the Linux kernel in the target: release, KASLR, page-table root, symbols, types");
+  auto* ps = app.add_subcommand("ps", "Linux processes: pid, ppid, ids, state, start, task_struct, page-table root");
+  ps->add_flag("--threads", a.threads, "every thread (TID column)");
+  ps->add_flag("--tree", a.tree, "children under their parents");
   auto* sym = app.add_subcommand("sym", "Linux kernel symbols: name -> address, address -> name+off");
   sym->add_option("query", a.symbols, "symbol names or addresses")->required();
 

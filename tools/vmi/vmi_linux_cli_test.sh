@@ -67,7 +67,49 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d[0]['symbol'] == 'init_task' and d[1]['address'] == hex(int('$want', 16) + 0x20), d
 " "$TMP/sym.json"
+
+  # ps: every pid the guest's own ps printed (but ps itself), with its parent.
+  "$VMI" -t "$raw" --json ps >"$TMP/ps.json"
+  check "$variant raw: ps lists the guest's processes" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['complete'], d.get('error')
+ours = {p['pid']: p for p in d['processes']}
+for line in open(sys.argv[2]).read().splitlines()[1:]:
+    pid, ppid, comm = line.split()[:3]
+    if comm == 'ps':
+        continue
+    assert int(pid) in ours and ours[int(pid)]['ppid'] == int(ppid), line
+assert len(ours) == len(open(sys.argv[2]).read().splitlines()) - 2
+assert [c['comm'] for c in d['current']] and all('task' in c for c in d['current'])
+" "$TMP/ps.json" "$DIR/$variant/guest/ps.txt"
+  fx=$(awk '$1 == "fixture-threads" {print $2}' "$DIR/$variant/guest/known.txt")
+  "$VMI" -t "$elf" ps --threads >"$TMP/threads.txt"
+  check "$variant elf: ps --threads shows the 4 threads of fixture-threads" test "$(awk -v p="$fx" '$1 == p' "$TMP/threads.txt" | wc -l)" -eq 4
+  "$VMI" -t "$raw" ps --tree >"$TMP/tree.txt"
+  check "$variant raw: ps --tree nests the shell's child" grep -q '^ *[0-9]* *[0-9]* .*    \\_ sleep' "$TMP/tree.txt"
+  arg=$(python3 -c "import json,sys; print([p for p in json.load(open(sys.argv[1]))['processes'] if p['pid'] == $fx][0]['arg_start'])" "$TMP/ps.json")
+  "$VMI" -t "$raw" read --pid "$fx" "$arg" --as string >"$TMP/arg.txt"
+  check "$variant raw: read --pid of arg_start is argv[0]" grep -qx "fixture-threads" "$TMP/arg.txt"
+  check "$variant raw: ps --json has the full command line" python3 -c "
+import json, sys
+p = [p for p in json.load(open(sys.argv[1]))['processes'] if p['pid'] == $fx][0]
+assert p['cmdline'] == open(sys.argv[2]).read().strip(), p
+" "$TMP/ps.json" "$DIR/$variant/guest/cmdline_fixture-threads.txt"
+  "$VMI" -t "$raw" --json translate --pid "$fx" 0x400000 >"$TMP/trp.json"
+  check "$variant raw: translate --pid walks the process's tables" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert 'pa' in d and d['permissions']['user'], d
+" "$TMP/trp.json"
 done
+
+# Errors: --pid of a kernel thread or of no process.
+"$VMI" -t "dump:$DIR/l4/mem.raw" translate --pid 2 0x400000 2>"$TMP/err.txt"
+check "--pid of a kernel thread exits 1" test $? -eq 1
+check "... and says why" grep -q "kernel thread: it has no user address space" "$TMP/err.txt"
+"$VMI" -t "dump:$DIR/l4/mem.raw" read --pid 99999 0x400000 2>"$TMP/err.txt"
+check "--pid of no process says so" grep -q "no process or thread with pid 99999" "$TMP/err.txt"
 
 # Errors: an unknown symbol, a bad --paging, a dump that holds no Linux kernel.
 "$VMI" -t "dump:$DIR/l4/mem.raw" sym no_such_symbol_xyz 2>"$TMP/err.txt"
