@@ -28,6 +28,8 @@
 #include "os/linux/discovery.h"
 #include "os/linux/internal/scan.h"
 #include "os/linux/kallsyms.h"
+#include "os/linux/kernel_access.h"
+#include "os/linux/processes.h"
 #include "os/linux/testing/fixtures.h"
 
 namespace vmi::os_linux {
@@ -260,6 +262,29 @@ void BM_SymbolByAddress(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SymbolByAddress);
+
+// `ps` without discovery: the process list from init_task.tasks (one
+// ReadTask per process: ids, comm, creds, mm, pgd translated), caches warm
+// after the first iteration.
+void BM_ListProcesses(benchmark::State& state) {
+  Discovered& d = Kernel();
+  CoreGuestMemory<dump::DumpDriver> memory(*d.core, d.core->Info()->max_gfn);
+  const KernelAccess access(memory, d.kernel);
+  const absl::StatusOr<TaskLayout> layout = TaskLayout::Resolve(*d.kernel.types);
+  if (!layout.ok()) std::abort();
+  d.core->page_cache().ResetStats();
+  d.core->v2p_cache().ResetStats();
+  size_t tasks = 0;
+  for (auto _ : state) {
+    TaskList list = ListProcesses(access, *layout);
+    if (!list.complete()) std::abort();
+    tasks = list.tasks.size();
+  }
+  state.counters["tasks"] = tasks;
+  state.counters["page_hit%"] = 100 * d.core->page_cache().stats().HitRate();
+  state.counters["v2p_hit%"] = 100 * d.core->v2p_cache().stats().HitRate();
+}
+BENCHMARK(BM_ListProcesses)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace vmi::os_linux
