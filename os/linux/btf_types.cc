@@ -126,14 +126,20 @@ TypeId BtfTypes::Resolve(TypeId id) const {
 absl::StatusOr<TypeId> BtfTypes::FindType(absl::string_view name) const {
   // Accept "struct foo" / "union foo" / "enum foo" spellings too.
   absl::string_view bare = name;
-  const bool tagged = absl::ConsumePrefix(&bare, "struct ") || absl::ConsumePrefix(&bare, "union ") ||
-                      absl::ConsumePrefix(&bare, "enum ");
-  if (auto it = composites_.find(bare); it != composites_.end()) return it->second;
-  if (!tagged) {
+  const bool is_enum = absl::ConsumePrefix(&bare, "enum ");
+  const bool is_composite = !is_enum && (absl::ConsumePrefix(&bare, "struct ") ||
+                                         absl::ConsumePrefix(&bare, "union "));
+  const bool untagged = !is_enum && !is_composite;
+  if (!is_enum) {
+    if (auto it = composites_.find(bare); it != composites_.end()) return it->second;
+  }
+  if (untagged) {
     if (auto it = typedefs_.find(bare); it != typedefs_.end()) return Resolve(it->second);
   }
-  if (auto it = enums_.find(bare); it != enums_.end()) return it->second;
-  if (!tagged) {
+  if (!is_composite) {
+    if (auto it = enums_.find(bare); it != enums_.end()) return it->second;
+  }
+  if (untagged) {
     if (auto it = bases_.find(bare); it != bases_.end()) return it->second;
   }
   return absl::NotFoundError(absl::StrFormat("type '%s' is not in the %s", name, source_));

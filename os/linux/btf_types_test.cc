@@ -136,6 +136,9 @@ TEST_F(BtfTypesTest, TypesByNameThroughTypedefsAndEnums) {
   EXPECT_EQ(t.FindType("struct task").value(), t.FindType("task").value());
   EXPECT_EQ(t.Describe(t.FindType("pid_t").value())->kind, TypeKind::kInt);
   EXPECT_EQ(t.Describe(t.FindType("pid_type").value())->kind, TypeKind::kEnum);
+  EXPECT_EQ(t.FindType("enum pid_type").value(), t.FindType("pid_type").value());
+  EXPECT_EQ(t.FindType("enum task").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(t.FindType("struct pid_type").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(t.EnumValue("PIDTYPE_TGID").value(), 1);
   EXPECT_EQ(t.EnumValue("PIDTYPE_MAX").value(), 4);
   EXPECT_EQ(t.type_count(), 18u);
@@ -205,6 +208,36 @@ TEST(BtfTypesParseTest, TruncatedOrCorruptDataIsRejected) {
     EXPECT_EQ(t.TypeName(next->type), "<bad type> *");
     EXPECT_FALSE(t.Field("task", "tasks.next.x").ok());
   }
+}
+
+}  // namespace
+}  // namespace vmi::os_linux
+
+namespace vmi::os_linux {
+namespace {
+
+TEST(BtfTypeNameTest, ArraysOfArraysAndOfPointers) {
+  struct btf* b = btf__new_empty();
+  const int int_id = btf__add_int(b, "int", 4, BTF_INT_SIGNED);
+  const int char_id = btf__add_int(b, "char", 1, BTF_INT_CHAR);
+  const int row = btf__add_array(b, int_id, int_id, 4);
+  const int matrix = btf__add_array(b, int_id, row, 3);
+  const int char_ptr = btf__add_ptr(b, char_id);
+  const int argv = btf__add_array(b, int_id, char_ptr, 8);
+  btf__add_struct(b, "s", 48 + 64);
+  btf__add_field(b, "m", matrix, 0, 0);
+  btf__add_field(b, "argv", argv, 48 * 8, 0);
+  uint32_t size = 0;
+  const void* raw = btf__raw_data(b, &size);
+  std::vector<uint8_t> data(static_cast<const uint8_t*>(raw), static_cast<const uint8_t*>(raw) + size);
+  btf__free(b);
+  auto types = BtfTypes::Parse(data, "arrays");
+  ASSERT_TRUE(types.ok()) << types.status();
+  const KernelTypes& t = **types;
+  EXPECT_EQ(t.TypeName(t.Field("s", "m")->type), "int[3][4]");
+  EXPECT_EQ(t.TypeName(t.Field("s", "argv")->type), "char *[8]");
+  EXPECT_EQ(t.OffsetOf("s", "m[2]").value(), 32u);
+  EXPECT_EQ(t.TypeName(t.Field("s", "m[2]")->type), "int[4]");
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "arch/amd64/amd64.h"
@@ -101,6 +103,115 @@ absl::Status ScanForVmcoreinfo(GuestMemory& memory, const DiscoveryOptions& opti
         return true;
       }));
   return found ? absl::OkStatus() : absl::NotFoundError("not found");
+}
+
+// "Linux version 6.1.0-57-amd64 (...)" -> "6.1.0-57-amd64".
+std::string ReleaseFromBanner(absl::string_view banner) {
+  absl::ConsumePrefix(&banner, "Linux version ");
+  return std::string(banner.substr(0, banner.find(' ')));
+}
+
+// A banner as C would read it: up to its NUL, at most kMaxBannerLength.
+std::string BannerText(absl::string_view bytes) {
+  return std::string(bytes.substr(0, std::min(bytes.find('\0'), kMaxBannerLength)));
+}
+
+std::string Quote(absl::string_view banner) {
+  std::string s(banner.substr(0, 120));
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\0')) s.pop_back();
+  return absl::StrCat("\"", absl::CHexEscape(s), banner.size() > 120 ? "...\"" : "\"");
+}
+
+// The layout from the profile and the banner found in memory (see the
+// header comment); NotFound naming what was seen when no banner fits.
+absl::Status LayoutFromProfile(GuestMemory& memory, const IsfProfile& profile,
+                               const DiscoveryOptions& options, LinuxKernel* kernel,
+                               ScanStats* stats) {
+  constexpr uint64_t kAlign = 0x200000, kImageArea = 0x40000000;
+  std::optional<uint64_t> banner_va = profile.SymbolAddress("linux_banner");
+  std::optional<uint64_t> pgt_va = profile.SymbolAddress("init_top_pgt");
+  if (!pgt_va) pgt_va = profile.SymbolAddress("swapper_pg_dir");
+  if (!banner_va || !pgt_va) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s has no %s: it cannot locate the kernel without VMCOREINFO", profile.source(),
+        !banner_va ? "linux_banner symbol" : "init_top_pgt or swapper_pg_dir symbol"));
+  }
+  const std::optional<std::string> want = profile.Banner();
+  const std::string want_text = want ? BannerText(*want) : "";
+  const uint64_t memory_end = (memory.max_gfn().value() + 1) * kPageSize;
+  std::string seen;  // the first banner in memory that did not fit
+  bool found = false;
+  VMI_RETURN_IF_ERROR(os_linux_internal::ScanPhysicalMemory(
+      memory, "Linux version ", stats, [&](uint64_t pa) -> absl::StatusOr<bool> {
+        if (stats->candidates > options.max_candidates) {
+          return absl::ResourceExhaustedError(absl::StrFormat(
+              "gave up after %u \"Linux version \" candidates", options.max_candidates));
+        }
+        std::vector<uint8_t> bytes(kMaxBannerLength);
+        if (!memory.ReadPhysical(Pa(pa), absl::MakeSpan(bytes)).ok()) {
+          bytes.resize(kPageSize - (pa & (kPageSize - 1)));
+          if (!memory.ReadPhysical(Pa(pa), absl::MakeSpan(bytes)).ok()) return false;
+        }
+        const std::string text =
+            BannerText(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+        if (want && text != want_text) {
+          if (seen.empty()) seen = text;
+          return false;
+        }
+        // phys_base + slide, and the root it implies.
+        const uint64_t shift = pa - (*banner_va - kStartKernelMap);
+        const uint64_t root = *pgt_va - kStartKernelMap + shift;
+        if (root >= memory_end || (root & (kPageSize - 1)) != 0) return false;
+        for (const amd64::PagingMode mode : {amd64::PagingMode::FourLevel(), amd64::PagingMode::FiveLevel()}) {
+          for (uint64_t slide = 0; slide < kImageArea; slide += kAlign) {
+            absl::StatusOr<Pa> at = memory.Translate(Va(*banner_va + slide), Pa(root), mode);
+            if (!at.ok() || at->value() != pa) continue;
+            absl::StatusOr<Pa> self = memory.Translate(Va(*pgt_va + slide), Pa(root), mode);
+            if (!self.ok() || self->value() != root) continue;
+            kernel->kaslr_slide = slide;
+            kernel->phys_base = static_cast<int64_t>(shift - slide);
+            kernel->root_va = Va(*pgt_va + slide);
+            kernel->root = Pa(root);
+            kernel->paging = mode;
+            kernel->release = ReleaseFromBanner(text);
+            kernel->layout_source = absl::StrFormat(
+                "linux_banner of %s found at pa 0x%x; slide and root from the page tables",
+                profile.source(), pa);
+            found = true;
+            return true;
+          }
+        }
+        if (seen.empty()) seen = text;
+        return false;
+      }));
+  if (found) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrFormat(
+      "%s describes the kernel %s, which is not in memory%s", profile.source(),
+      want ? Quote(want_text) : "with an unknown banner",
+      seen.empty() ? " (no \"Linux version \" banner found)"
+                   : absl::StrCat(": memory holds ", Quote(seen))));
+}
+
+// With VMCOREINFO's layout known, the profile must describe this kernel:
+// its banner must be what lies at its linux_banner, slid.
+absl::Status CheckProfile(GuestMemory& memory, const IsfProfile& profile, const LinuxKernel& kernel) {
+  std::optional<uint64_t> banner_va = profile.SymbolAddress("linux_banner");
+  std::optional<std::string> want = profile.Banner();
+  if (!banner_va || !want) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s has no linux_banner with its text: it cannot be checked against the kernel (%s)",
+        profile.source(), kernel.release));
+  }
+  absl::StatusOr<std::string> text = ReadKernelString(memory, kernel, *banner_va + kernel.kaslr_slide,
+                                                      kMaxBannerLength);
+  const std::string want_text = BannerText(*want);
+  if (!text.ok() || *text != want_text) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is for another kernel: its banner is %s, this kernel (%s) has %s", profile.source(),
+        Quote(want_text), kernel.release,
+        text.ok() ? Quote(*text) : absl::StrCat("an unreadable banner: ", text.status().message())));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LoadSymbols(GuestMemory& memory, LinuxKernel* kernel) {
@@ -319,16 +430,47 @@ absl::StatusOr<LinuxKernel> DiscoverLinux(GuestMemory& memory, const DiscoveryOp
                                                     rejected.Summary()));
     }
   }
+  const IsfProfile* profile = options.profile.get();
+  if (!found && profile != nullptr) {
+    ScanStats banner_stats;
+    absl::Status s = LayoutFromProfile(memory, *profile, options, &kernel, &banner_stats);
+    stats->frames_scanned += banner_stats.frames_scanned;
+    stats->candidates += banner_stats.candidates;
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrFormat("linux discovery: no valid VMCOREINFO (%s%s%s), and %s",
+                                                    note_result, options.scan_memory ? "; " : "",
+                                                    options.scan_memory ? rejected.Summary() : "",
+                                                    s.message()));
+    }
+    found = true;
+  } else if (found && profile != nullptr) {
+    if (absl::Status s = CheckProfile(memory, *profile, kernel); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("linux discovery: ", s.message()));
+    }
+  }
   if (!found) {
     return absl::NotFoundError(absl::StrFormat(
         "linux discovery: no valid VMCOREINFO: %s; %s%s. Not a Linux guest, or a kernel without "
-        "CONFIG_CRASH_CORE",
+        "CONFIG_CRASH_CORE (an ISF profile can locate the kernel without it)",
         note_result,
         options.scan_memory
             ? absl::StrFormat("scanned %u frames (%u absent) of physical memory for \"OSRELEASE=\": ",
                               stats->frames_scanned, stats->frames_absent)
             : "memory scan disabled",
         options.scan_memory ? rejected.Summary() : ""));
+  }
+
+  if (profile != nullptr) {
+    // The profile's symbols and types, whatever memory has.
+    kernel.symbols = profile->Symbols(kernel.kaslr_slide);
+    kernel.symbols_source = absl::StrFormat("%s (%u symbols)", profile->source(), kernel.symbols.size());
+    kernel.types = profile->Types();
+    kernel.types_source = absl::StrFormat("%s, %u types", profile->source(), kernel.types->type_count());
+    if (std::optional<uint64_t> banner = kernel.symbols.Address("linux_banner")) {
+      absl::StatusOr<std::string> text = ReadKernelString(memory, kernel, *banner, kMaxBannerLength);
+      if (text.ok()) kernel.banner = *std::move(text);
+    }
+    return kernel;
   }
 
   if (!options.load_symbols) {

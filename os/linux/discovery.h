@@ -12,6 +12,14 @@
 // 2. Symbols: the kallsyms tables VMCOREINFO points at (kernels >= 6.0),
 //    cross-checked against VMCOREINFO's own symbol addresses.
 // 3. Types: BTF between __start_BTF and __stop_BTF, parsed by libbpf.
+// With a profile (DiscoveryOptions::profile), its symbols and types are used
+// instead, after checking that it describes this kernel: its linux_banner
+// must be the banner in memory. Without VMCOREINFO, the layout comes from
+// the banner: its physical address P and link-time address V give
+// phys_base + slide = P - (V - __START_KERNEL_map), hence the root
+// (init_top_pgt's physical address); the slide is the one (in 2 MiB steps,
+// CONFIG_PHYSICAL_ALIGN, up to the 1 GiB image area) for which the root's
+// tables, walked 4- or 5-level, map the banner's runtime address to P.
 //
 // Bounded: the scan reads each frame once and examines at most
 // max_candidates blocks; kallsyms and BTF reads have hard size limits.
@@ -26,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/functional/function_ref.h"
@@ -35,6 +44,7 @@
 #include "core/error.h"
 #include "core/vmi_core.h"
 #include "os/linux/guest_memory.h"
+#include "os/linux/isf.h"
 #include "os/linux/linux_kernel.h"
 
 namespace vmi::os_linux {
@@ -46,7 +56,13 @@ struct DiscoveryOptions {
   bool scan_memory = true;  // else scan physical memory for the block
   bool load_symbols = true;
   bool load_types = true;
-  size_t max_candidates = 1024;  // "OSRELEASE=" hits examined before giving up
+  size_t max_candidates = 1024;  // "OSRELEASE=" (or banner) hits examined before giving up
+  // An ISF profile (isf.h): its symbols and types replace kallsyms and BTF.
+  // Without a valid VMCOREINFO the layout then comes from the profile too:
+  // linux_banner is searched in physical memory, and the page-table root
+  // and KASLR slide follow from where it lies (see DiscoverLinux). A profile
+  // of another kernel is refused (FailedPrecondition naming both banners).
+  std::shared_ptr<const IsfProfile> profile;
 };
 
 // What the scan saw, for messages and benchmarks.

@@ -11,6 +11,8 @@
 #include "core/vmi_core.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "os/linux/btf_types.h"
+#include "os/linux/isf.h"
 #include "os/linux/testing/fake_kernel.h"
 
 namespace vmi::os_linux {
@@ -357,6 +359,98 @@ TEST(ScanPhysicalMemoryTest, RunsAreScannedWholeAndSeamsOnlyWhereTheyTouch) {
   EXPECT_EQ(os_linux_internal::ScanPhysicalMemory(memory, "O", &stats, [](uint64_t) { return false; })
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace vmi::os_linux
+
+namespace vmi::os_linux {
+namespace {
+
+// A profile of the fake kernel, as ExportIsf writes it from what discovery
+// found (link-time addresses: the slide taken off).
+std::shared_ptr<const IsfProfile> ProfileOf(const FakeKernel& fake, const std::string& banner_override = "") {
+  FakeKernel copy(fake.options());
+  absl::StatusOr<LinuxKernel> k = Discover(TestDriver(&copy));
+  EXPECT_TRUE(k.ok()) << k.status();
+  IsfExportInput input;
+  input.symbols = &k->symbols;
+  input.kaslr_slide = k->kaslr_slide;
+  input.types = dynamic_cast<const BtfTypes*>(k->types.get());
+  input.banner = banner_override.empty() ? k->banner + std::string(1, '\0') : banner_override;
+  input.osrelease = k->release;
+  absl::StatusOr<std::string> json = ExportIsf(input);
+  EXPECT_TRUE(json.ok()) << json.status();
+  absl::StatusOr<IsfProfile> profile = IsfProfile::Parse(*json, "ISF profile fake.json");
+  EXPECT_TRUE(profile.ok()) << profile.status();
+  return std::make_shared<const IsfProfile>(*std::move(profile));
+}
+
+DiscoveryOptions WithProfile(std::shared_ptr<const IsfProfile> profile) {
+  DiscoveryOptions options;
+  options.profile = std::move(profile);
+  return options;
+}
+
+TEST(DiscoveryProfileTest, WithoutVmcoreinfoTheBannerLocatesTheKernel) {
+  for (bool five_level : {false, true}) {
+    FakeKernel reference(FakeKernelOptions{.five_level = five_level});
+    std::shared_ptr<const IsfProfile> profile = ProfileOf(reference);
+    // The same kernel, booted with another slide, without VMCOREINFO.
+    FakeKernel fake(FakeKernelOptions{.five_level = five_level, .kaslr = 0x3c00000,
+                                      .phys_base = -0x4200000, .vmcoreinfo = false});
+    absl::StatusOr<LinuxKernel> k = Discover(TestDriver(&fake), nullptr, WithProfile(profile));
+    ASSERT_TRUE(k.ok()) << k.status();
+    EXPECT_EQ(k->kaslr_slide, 0x3c00000u);
+    EXPECT_EQ(k->phys_base, -0x4200000);
+    EXPECT_EQ(k->root, Pa(fake.root_pa()));
+    EXPECT_EQ(k->paging, fake.paging());
+    EXPECT_EQ(k->release, fake.options().release);
+    EXPECT_THAT(k->layout_source, HasSubstr("linux_banner of ISF profile fake.json found at pa"));
+    ASSERT_TRUE(k->symbols_status.ok());
+    EXPECT_EQ(k->Symbol("init_task").value(), fake.Symbol("init_task"));
+    EXPECT_THAT(k->symbols_source, HasSubstr("ISF profile fake.json"));
+    EXPECT_EQ(k->Types().value()->OffsetOf("task_struct", "comm").value(), FakeKernel::kCommOffset);
+    EXPECT_EQ(k->banner, fake.banner());
+  }
+}
+
+TEST(DiscoveryProfileTest, WithVmcoreinfoTheProfileIsCheckedAndItsSymbolsUsed) {
+  FakeKernel fake;
+  absl::StatusOr<LinuxKernel> k = Discover(TestDriver(&fake), nullptr, WithProfile(ProfileOf(fake)));
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_THAT(k->layout_source, HasSubstr("VMCOREINFO"));
+  EXPECT_THAT(k->symbols_source, HasSubstr("ISF profile"));
+  EXPECT_EQ(k->Symbol("init_task").value(), fake.Symbol("init_task"));
+}
+
+TEST(DiscoveryProfileTest, AProfileOfAnotherKernelIsRefused) {
+  FakeKernel fake;
+  const std::string other = "Linux version 6.1.0-other (x@y) #2 SMP\n";
+  std::shared_ptr<const IsfProfile> profile = ProfileOf(fake, other + std::string(1, '\0'));
+  // With VMCOREINFO: the banner at the profile's linux_banner differs.
+  absl::StatusOr<LinuxKernel> k = Discover(TestDriver(&fake), nullptr, WithProfile(profile));
+  ASSERT_FALSE(k.ok());
+  EXPECT_EQ(k.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("is for another kernel"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("6.1.0-other"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("6.1.0-fake-amd64"));
+  // Without: no banner in memory fits.
+  FakeKernel bare(FakeKernelOptions{.vmcoreinfo = false});
+  k = Discover(TestDriver(&bare), nullptr, WithProfile(profile));
+  ASSERT_FALSE(k.ok());
+  EXPECT_EQ(k.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("which is not in memory: memory holds"));
+}
+
+TEST(DiscoveryProfileTest, AProfileWithoutTheNeededSymbolsIsRefused) {
+  FakeKernel bare(FakeKernelOptions{.vmcoreinfo = false});
+  absl::StatusOr<IsfProfile> empty = IsfProfile::Parse(R"({"user_types": {}, "symbols": {}})", "ISF profile empty.json");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  absl::StatusOr<LinuxKernel> k =
+      Discover(TestDriver(&bare), nullptr, WithProfile(std::make_shared<const IsfProfile>(*std::move(empty))));
+  ASSERT_FALSE(k.ok());
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("has no linux_banner symbol"));
 }
 
 }  // namespace

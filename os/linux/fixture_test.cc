@@ -11,7 +11,9 @@
 #include "drivers/dump/dump_driver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "os/linux/btf_types.h"
 #include "os/linux/discovery.h"
+#include "os/linux/isf.h"
 #include "os/linux/testing/fixtures.h"
 
 namespace vmi::os_linux {
@@ -137,6 +139,54 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LinuxFixtureTest,
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.variant + (info.param.elf ? "_elf" : "_raw");
                          });
+
+}  // namespace
+}  // namespace vmi::os_linux
+
+namespace vmi::os_linux {
+namespace {
+
+// The ISF export of one fixture locates the kernel in the other without
+// VMCOREINFO: the banner, the root and the slide from the page tables.
+TEST(LinuxFixtureProfileTest, AnExportedProfileLocatesTheKernelWithoutVmcoreinfo) {
+  absl::StatusOr<LinuxFixture> l4 = FindLinuxFixture("l4");
+  absl::StatusOr<LinuxFixture> l5 = FindLinuxFixture("l5");
+  ASSERT_TRUE(l4.ok()) << l4.status();
+  ASSERT_TRUE(l5.ok()) << l5.status();
+  std::string json;
+  {
+    VmiCore<dump::DumpDriver> core(*dump::DumpDriver::Open(l4->raw_path()));
+    absl::StatusOr<LinuxKernel> k = DiscoverLinux(core);
+    ASSERT_TRUE(k.ok()) << k.status();
+    IsfExportInput input;
+    input.symbols = &k->symbols;
+    input.kaslr_slide = k->kaslr_slide;
+    input.types = dynamic_cast<const BtfTypes*>(k->types.get());
+    input.banner = k->banner + std::string(1, '\0');
+    absl::StatusOr<std::string> exported = ExportIsf(input);
+    ASSERT_TRUE(exported.ok()) << exported.status();
+    json = *std::move(exported);
+  }
+  absl::StatusOr<IsfProfile> profile = IsfProfile::Parse(json, "ISF profile l4.json");
+  ASSERT_TRUE(profile.ok()) << profile.status();
+  for (const std::string& path : {l5->raw_path(), l5->elf_path()}) {
+    VmiCore<dump::DumpDriver> core(*dump::DumpDriver::Open(path));
+    DiscoveryOptions options;
+    options.use_note = false;
+    options.scan_memory = false;
+    options.profile = std::make_shared<const IsfProfile>(*profile);
+    absl::StatusOr<LinuxKernel> k = DiscoverLinux(core, options);
+    ASSERT_TRUE(k.ok()) << k.status();
+    EXPECT_EQ(k->kaslr_slide, l5->kaslr_slide) << path;
+    EXPECT_EQ(k->paging.levels(), 5) << path;
+    EXPECT_EQ(k->release, l5->release);
+    EXPECT_THAT(k->layout_source, HasSubstr("linux_banner of ISF profile l4.json"));
+    // The profile's types read the guest as BTF's do.
+    const uint64_t init_task = k->Symbol("init_task").value();
+    const uint64_t comm = k->Types().value()->OffsetOf("task_struct", "comm").value();
+    EXPECT_EQ(core.ReadString(AccessContext(k->Kernel(Va(init_task + comm))), 16).value(), "swapper/0");
+  }
+}
 
 }  // namespace
 }  // namespace vmi::os_linux

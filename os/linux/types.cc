@@ -103,7 +103,8 @@ std::string KernelTypes::TypeName(TypeId id) const {
         id = info->target;
         continue;
       case TypeKind::kArray:
-        suffix = absl::StrFormat("[%u]", info->count) + suffix;
+        // Outer dimension first: int m[3][4] is an array of 3 arrays of 4.
+        suffix += absl::StrFormat("[%u]", info->count);
         id = info->target;
         continue;
       case TypeKind::kStruct:

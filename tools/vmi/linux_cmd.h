@@ -8,7 +8,11 @@
 #ifndef VMI_TOOLS_VMI_LINUX_CMD_H_
 #define VMI_TOOLS_VMI_LINUX_CMD_H_
 
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,7 +25,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "core/vmi_core.h"
 #include "nlohmann/json.hpp"
+#include "os/linux/btf_types.h"
 #include "os/linux/discovery.h"
+#include "os/linux/isf.h"
 #include "os/linux/linux_guest.h"
 #include "os/linux/processes.h"
 #include "tools/vmi/commands.h"
@@ -32,20 +38,34 @@ namespace vmi::cli {
 struct LinuxOptions {
   bool symbols = true;
   bool types = true;
+  // --profile: an ISF profile, loaded once by main.
+  std::shared_ptr<const os_linux::IsfProfile> profile;
+
+  os_linux::DiscoveryOptions Discovery() const {
+    os_linux::DiscoveryOptions d;
+    d.load_symbols = symbols;
+    d.load_types = types;
+    d.profile = profile;
+    return d;
+  }
+  LinuxOptions Only(bool with_symbols, bool with_types) const {
+    LinuxOptions o = *this;
+    o.symbols = with_symbols;
+    o.types = with_types;
+    return o;
+  }
 };
 
 template <VmiRead D>
 absl::StatusOr<os_linux::LinuxKernel> DiscoverKernel(VmiCore<D>& core, const LinuxOptions& options) {
-  os_linux::DiscoveryOptions discovery;
-  discovery.load_symbols = options.symbols;
-  discovery.load_types = options.types;
-  return os_linux::DiscoverLinux(core, discovery);
+  return os_linux::DiscoverLinux(core, options.Discovery());
 }
 
 // An address: a number, or (on a Linux target) a symbol with an optional
 // "+offset". `kernel` is discovered on first need and kept.
 template <VmiRead D>
 absl::StatusOr<uint64_t> ResolveAddress(VmiCore<D>& core, const std::string& text,
+                                        const LinuxOptions& options,
                                         std::optional<os_linux::LinuxKernel>* kernel) {
   absl::StatusOr<uint64_t> number = ParseNumber(text);
   if (number.ok()) return number;
@@ -58,7 +78,7 @@ absl::StatusOr<uint64_t> ResolveAddress(VmiCore<D>& core, const std::string& tex
     offset = *off;
   }
   if (!kernel->has_value()) {
-    absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, LinuxOptions{.types = false});
+    absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, options.Only(true, false));
     if (!k.ok()) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "'%s' is neither a number nor a symbol of a Linux kernel found in the target: %s", text,
@@ -73,12 +93,11 @@ absl::StatusOr<uint64_t> ResolveAddress(VmiCore<D>& core, const std::string& tex
 // Fills in the Linux kernel's root and paging mode when `space` has neither
 // an explicit root nor usable vCPU registers. `kernel` as in ResolveAddress.
 template <VmiRead D>
-absl::Status UseKernelRootIfNeeded(VmiCore<D>& core, AddressSpace* space,
+absl::Status UseKernelRootIfNeeded(VmiCore<D>& core, AddressSpace* space, const LinuxOptions& options,
                                    std::optional<os_linux::LinuxKernel>* kernel) {
   if (space->root || HasPagingRegisters(core, space->vcpu)) return absl::OkStatus();
   if (!kernel->has_value()) {
-    absl::StatusOr<os_linux::LinuxKernel> k =
-        DiscoverKernel(core, LinuxOptions{.symbols = false, .types = false});
+    absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, options.Only(false, false));
     if (!k.ok()) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "no translation root: the target has no vCPU registers and no Linux kernel was found "
@@ -92,14 +111,51 @@ absl::Status UseKernelRootIfNeeded(VmiCore<D>& core, AddressSpace* space,
   return absl::OkStatus();
 }
 
+// Writes what discovery found (kallsyms, BTF) as an ISF profile, atomically.
+inline absl::Status ExportProfile(const os_linux::LinuxKernel& k, const std::string& path) {
+  if (!k.symbols_status.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no kernel symbols to export: ", k.symbols_status.message()));
+  }
+  os_linux::IsfExportInput input;
+  input.symbols = &k.symbols;
+  input.kaslr_slide = k.kaslr_slide;
+  input.types = dynamic_cast<const os_linux::BtfTypes*>(k.types.get());
+  if (!k.banner.empty()) input.banner = k.banner + std::string(1, '\0');
+  input.osrelease = k.release;
+  input.build_id = k.build_id;
+  VMI_ASSIGN_OR_RETURN(std::string json, os_linux::ExportIsf(input));
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+    out.write(json.data(), static_cast<std::streamsize>(json.size()));
+    if (!out.flush()) {
+      std::remove(partial.c_str());
+      return absl::InternalError(absl::StrFormat("writing %s failed", partial));
+    }
+  }
+  if (std::rename(partial.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(partial.c_str());
+    return ErrnoError(absl::StrFormat("rename(%s, %s)", partial, path), err);
+  }
+  return absl::OkStatus();
+}
+
 inline std::string SignedHex(int64_t v) {
   return v < 0 ? absl::StrFormat("-0x%x", -static_cast<uint64_t>(v)) : absl::StrFormat("0x%x", v);
 }
 
+// `vmi os [--export-isf FILE]`.
 template <VmiRead D>
-int CmdOs(VmiCore<D>& core, const Io& io) {
-  absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, LinuxOptions{});
+int CmdOs(VmiCore<D>& core, const LinuxOptions& options, const std::string& export_isf, const Io& io) {
+  absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, options);
   if (!k.ok()) return Fail(io, "os", k.status());
+  if (!export_isf.empty()) {
+    if (absl::Status s = ExportProfile(*k, export_isf); !s.ok()) {
+      return Fail(io, absl::StrFormat("os --export-isf %s", export_isf), s);
+    }
+  }
   nlohmann::json j = {{"os", "linux"},
                       {"release", k->release},
                       {"build_id", k->build_id},
@@ -149,8 +205,9 @@ int CmdOs(VmiCore<D>& core, const Io& io) {
 
 // Each query is a name (-> address) or an address (-> name+offset).
 template <VmiRead D>
-int CmdSym(VmiCore<D>& core, const std::vector<std::string>& queries, const Io& io) {
-  absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, LinuxOptions{.types = false});
+int CmdSym(VmiCore<D>& core, const std::vector<std::string>& queries, const LinuxOptions& options,
+           const Io& io) {
+  absl::StatusOr<os_linux::LinuxKernel> k = DiscoverKernel(core, options.Only(true, false));
   if (!k.ok()) return Fail(io, "sym", k.status());
   if (!k->symbols_status.ok()) {
     return Fail(io, "sym", absl::FailedPreconditionError(absl::StrCat(
@@ -272,11 +329,11 @@ inline nlohmann::json TaskJson(const os_linux::Task& t, const std::optional<std:
 // plus the task_struct and the page-table root; --tree orders and indents
 // by parent.
 template <VmiRead D>
-int CmdPs(VmiCore<D>& core, const PsOptions& options, const Io& io) {
+int CmdPs(VmiCore<D>& core, const PsOptions& options, const LinuxOptions& linux_options, const Io& io) {
   using linux_cmd_internal::CommandLine;
   PauseForWalk<D> pause(core);
   if (!pause.status.ok()) return Fail(io, "ps: pause", pause.status);
-  auto guest = os_linux::LinuxGuest<D>::Discover(core);
+  auto guest = os_linux::LinuxGuest<D>::Discover(core, linux_options.Discovery());
   if (!guest.ok()) return Fail(io, "ps", guest.status());
   absl::StatusOr<const os_linux::TaskLayout*> layout = (*guest)->task_layout();
   if (!layout.ok()) return Fail(io, "ps", layout.status(), kExitUnsupported);
@@ -397,8 +454,8 @@ absl::StatusOr<os_linux::Task> FindTask(os_linux::LinuxGuest<D>& guest, int pid)
 
 // --pid N: the process's page-table root and the kernel's paging mode.
 template <VmiRead D>
-absl::Status UseProcessRoot(VmiCore<D>& core, int pid, AddressSpace* space) {
-  VMI_ASSIGN_OR_RETURN(auto guest, os_linux::LinuxGuest<D>::Discover(core));
+absl::Status UseProcessRoot(VmiCore<D>& core, int pid, const LinuxOptions& options, AddressSpace* space) {
+  VMI_ASSIGN_OR_RETURN(auto guest, os_linux::LinuxGuest<D>::Discover(core, options.Discovery()));
   VMI_ASSIGN_OR_RETURN(os_linux::Task task, FindTask(*guest, pid));
   if (task.mm == 0) {
     return absl::FailedPreconditionError(absl::StrFormat(

@@ -49,6 +49,8 @@ struct Args {
   std::vector<std::string> symbols;
   int pid = -1;
   bool threads = false, tree = false;
+  std::string profile, export_isf;
+  LinuxOptions linux_options;  // with the profile loaded
 };
 
 absl::StatusOr<AddressSpace> Space(const Args& a) {
@@ -84,26 +86,26 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
   if (command == "info") return CmdInfo(core, driver_name, io);
   if (command == "regs") return CmdRegs(core, a.vcpu, io);
   if (command == "idt") return CmdIdt(core, a.vcpu, io);
-  if (command == "os") return CmdOs(core, io);
-  if (command == "ps") return CmdPs(core, PsOptions{a.threads, a.tree}, io);
-  if (command == "sym") return CmdSym(core, a.symbols, io);
+  if (command == "os") return CmdOs(core, a.linux_options, a.export_isf, io);
+  if (command == "ps") return CmdPs(core, PsOptions{a.threads, a.tree}, a.linux_options, io);
+  if (command == "sym") return CmdSym(core, a.symbols, a.linux_options, io);
   if (command == "translate" || command == "read") {
     absl::StatusOr<AddressSpace> space = Space(a);
     if (!space.ok()) return Fail(io, command, space.status(), kExitUsage);
     // A Linux kernel found in the target supplies symbols for addresses and,
     // without registers, the translation root.
     std::optional<os_linux::LinuxKernel> kernel;
-    absl::StatusOr<uint64_t> address = ResolveAddress(core, a.address, &kernel);
+    absl::StatusOr<uint64_t> address = ResolveAddress(core, a.address, a.linux_options, &kernel);
     if (!address.ok()) return Fail(io, command, address.status(), kExitUsage);
     if (a.pid >= 0) {
       if (a.phys || space->root) {
         return Fail(io, command, absl::InvalidArgumentError("--pid excludes --phys and --root"), kExitUsage);
       }
-      if (absl::Status s = UseProcessRoot(core, a.pid, &*space); !s.ok()) {
+      if (absl::Status s = UseProcessRoot(core, a.pid, a.linux_options, &*space); !s.ok()) {
         return Fail(io, absl::StrFormat("%s --pid %d", command, a.pid), s);
       }
     } else if (!a.phys) {
-      if (absl::Status s = UseKernelRootIfNeeded(core, &*space, &kernel); !s.ok()) {
+      if (absl::Status s = UseKernelRootIfNeeded(core, &*space, a.linux_options, &kernel); !s.ok()) {
         return Fail(io, command, s);
       }
     }
@@ -165,6 +167,8 @@ int main(int argc, char** argv) {
   app.add_option("-t,--target", a.target,
                  "sim (default) | sim:<program> | dump:<file> | xen:<domid|name>");
   app.add_flag("--json", a.json, "machine-readable output (JSON; JSON lines for watch)");
+  app.add_option("--profile", a.profile,
+                 "a Volatility 3 ISF profile (.json or .json.xz) for a Linux kernel without BTF or kallsyms in memory");
 
   app.add_subcommand("info", "driver, vCPUs, max GFN, page size, paging mode per vCPU");
   auto* regs = app.add_subcommand("regs", "the register set with decoded flags");
@@ -196,7 +200,8 @@ int main(int argc, char** argv) {
   watch->add_option("--count", a.count, "stop after N events");
   watch->add_option("--for", a.duration, "stop after a duration, e.g. 5s (default 10s)");
   app.add_subcommand("demo", "the guided tour on the embedded simulated guest");
-  app.add_subcommand("os", "the Linux kernel in the target: release, KASLR, page-table root, symbols, types");
+  auto* os = app.add_subcommand("os", "the Linux kernel in the target: release, KASLR, page-table root, symbols, types");
+  os->add_option("--export-isf", a.export_isf, "also write its symbols and types as an ISF profile (JSON)");
   auto* ps = app.add_subcommand("ps", "Linux processes: pid, ppid, ids, state, start, task_struct, page-table root");
   ps->add_flag("--threads", a.threads, "every thread (TID column)");
   ps->add_flag("--tree", a.tree, "children under their parents");
@@ -212,6 +217,11 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   Io io{std::cout, std::cerr, a.json};
+  if (!a.profile.empty()) {
+    absl::StatusOr<vmi::os_linux::IsfProfile> profile = vmi::os_linux::IsfProfile::Load(a.profile);
+    if (!profile.ok()) return Fail(io, "--profile", profile.status(), kExitUsage);
+    a.linux_options.profile = std::make_shared<const vmi::os_linux::IsfProfile>(*std::move(profile));
+  }
   return WithTarget(a.target, io, [&](auto& core, const TargetInfo& target) {
     return Run(core, target, command, a, io);
   });
