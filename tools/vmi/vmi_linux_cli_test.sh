@@ -104,6 +104,33 @@ assert 'pa' in d and d['permissions']['user'], d
 " "$TMP/trp.json"
 done
 
+# ISF profiles: export from one fixture, use (xz-compressed) on the other.
+"$VMI" -t "dump:$DIR/l4/mem.raw" os --export-isf "$TMP/l4.json" >/dev/null
+check "os --export-isf writes a profile" test -s "$TMP/l4.json"
+check "... with no .partial left" test ! -e "$TMP/l4.json.partial"
+xz -1 -c "$TMP/l4.json" >"$TMP/l4.json.xz"
+"$VMI" -t "dump:$DIR/l5/mem.raw" --profile "$TMP/l4.json.xz" --json os >"$TMP/prof.json"
+check "--profile (xz) supplies symbols and types" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert 'ISF profile' in d['sources']['symbols'] and 'ISF profile' in d['sources']['types'], d
+assert d['kaslr_slide'] == sys.argv[2], d
+" "$TMP/prof.json" "$(meta l5 kaslr_slide)"
+"$VMI" -t "dump:$DIR/l5/mem.raw" --profile "$TMP/l4.json" sym init_task >/dev/null
+check "--profile symbols resolve" test $? -eq 0
+python3 -c "
+import base64, json, sys
+d = json.load(open(sys.argv[1]))
+d['symbols']['linux_banner']['constant_data'] = base64.b64encode(b'Linux version 5.10.0-evil (x@y) #1 SMP\n\0').decode()
+json.dump(d, open(sys.argv[2], 'w'))
+" "$TMP/l4.json" "$TMP/other.json"
+"$VMI" -t "dump:$DIR/l5/mem.raw" --profile "$TMP/other.json" os 2>"$TMP/err.txt"
+check "a profile of another kernel is refused" test $? -eq 1
+check "... naming both banners" grep -q "is for another kernel: its banner is .*5.10.0-evil.*6.1.0" "$TMP/err.txt"
+"$VMI" -t "dump:$DIR/l5/mem.raw" --profile "$TMP/missing.json" os 2>"$TMP/err.txt"
+check "a missing profile exits 2" test $? -eq 2
+check "... saying so" grep -q "No such file or directory" "$TMP/err.txt"
+
 # Errors: --pid of a kernel thread or of no process.
 "$VMI" -t "dump:$DIR/l4/mem.raw" translate --pid 2 0x400000 2>"$TMP/err.txt"
 check "--pid of a kernel thread exits 1" test $? -eq 1
