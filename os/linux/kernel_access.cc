@@ -48,6 +48,11 @@ absl::StatusOr<std::string> KernelAccess::CharArray(uint64_t va, size_t size) co
 absl::Status WalkList(const KernelAccess& access, const ListHeadLayout& layout, uint64_t head,
                       size_t limit, absl::string_view what,
                       absl::FunctionRef<absl::StatusOr<bool>(uint64_t node)> on_node) {
+  // The back-pointer check alone already stops any cycle that does not pass
+  // the head (a node reached a second time has a prev that cannot match both
+  // of its predecessors); the visited set, kept for the first nodes only so
+  // memory stays bounded, names such a cycle for what it is.
+  constexpr size_t kRemembered = 65536;
   absl::flat_hash_set<uint64_t> seen;
   uint64_t previous = head;
   absl::StatusOr<uint64_t> next = access.U64(head + layout.next);
@@ -61,10 +66,11 @@ absl::Status WalkList(const KernelAccess& access, const ListHeadLayout& layout, 
       return absl::ResourceExhaustedError(
           absl::StrFormat("%s: more than %u entries; stopped there", what, limit));
     }
-    if (!seen.insert(node).second) {
+    if (seen.contains(node)) {
       return absl::DataLossError(absl::StrFormat(
           "%s: entry 0x%x comes round again without reaching the head (a cycle)", what, node));
     }
+    if (count < kRemembered) seen.insert(node);
     absl::StatusOr<uint64_t> back = access.U64(node + layout.prev);
     if (!back.ok()) {
       return AnnotateStatus(back.status(),

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "arch/amd64/paging.h"
 #include "core/types.h"
 #include "os/linux/guest_memory.h"
 #include "os/linux/linux_kernel.h"
@@ -69,6 +70,13 @@ class KernelAccess {
   const LinuxKernel& kernel_;
 };
 
+// Whether `va` can be a kernel pointer: in the upper canonical half for the
+// paging mode (bit 47, or bit 56 with 5-level paging, and all above it set).
+inline bool IsKernelAddress(uint64_t va, const amd64::PagingMode& paging) {
+  const int bits = paging.kind == amd64::PagingMode::Kind::kFiveLevel ? 57 : 48;
+  return (va >> (bits - 1)) == (~uint64_t{0} >> (bits - 1));
+}
+
 // The offsets of list_head's members (from the kernel's types).
 struct ListHeadLayout {
   uint64_t next = 0, prev = 8;
@@ -79,8 +87,10 @@ struct ListHeadLayout {
 // and returns false to stop early. Errors (with what was walked so far
 // reported by the callback already):
 //   - ResourceExhausted after `limit` nodes;
-//   - DataLoss for a node seen twice (a cycle not through the head) or a
-//     link whose prev does not point back (a torn or forged list);
+//   - DataLoss for a link whose prev does not point back (a torn or forged
+//     list) or a node seen twice (a cycle not through the head; named so
+//     among the first 65,536 nodes, caught by the prev check beyond: memory
+//     stays bounded whatever `limit` is);
 //   - the read error, annotated with the node, for unreadable memory.
 // `what` names the list in errors ("init_task.tasks").
 absl::Status WalkList(const KernelAccess& access, const ListHeadLayout& layout, uint64_t head,

@@ -21,6 +21,8 @@
 #include "os/linux/guest_memory.h"
 #include "os/linux/kernel_access.h"
 #include "os/linux/linux_kernel.h"
+#include "os/linux/maps.h"
+#include "os/linux/modules.h"
 #include "os/linux/processes.h"
 
 namespace vmi::os_linux {
@@ -43,26 +45,34 @@ class LinuxGuest {
   const LinuxKernel& kernel() const { return kernel_; }
   const KernelAccess& access() const { return access_; }
 
-  // The process code's layout; the types' error (a member this kernel does
-  // not have, or no types at all) otherwise.
-  absl::StatusOr<const TaskLayout*> task_layout() {
-    if (!task_layout_) {
-      absl::StatusOr<const KernelTypes*> types = kernel_.Types();
-      task_layout_ = types.ok() ? TaskLayout::Resolve(**types) : absl::StatusOr<TaskLayout>(types.status());
-    }
-    if (!task_layout_->ok()) return task_layout_->status();
-    return &**task_layout_;
-  }
+  // The layouts of the process, maps and module code; the types' error (a
+  // member this kernel does not have, or no types at all) otherwise.
+  absl::StatusOr<const TaskLayout*> task_layout() { return Layout(task_layout_); }
+  absl::StatusOr<const MapsLayout*> maps_layout() { return Layout(maps_layout_); }
+  absl::StatusOr<const ModuleLayout*> module_layout() { return Layout(module_layout_); }
 
  private:
   LinuxGuest(VmiCore<D>& core, Gfn max_gfn)
       : core_(core), memory_(core, max_gfn), access_(memory_, kernel_) {}
+
+  // Resolves a layout on first use and keeps the outcome.
+  template <typename L>
+  absl::StatusOr<const L*> Layout(std::optional<absl::StatusOr<L>>& slot) {
+    if (!slot) {
+      absl::StatusOr<const KernelTypes*> types = kernel_.Types();
+      slot = types.ok() ? L::Resolve(**types) : absl::StatusOr<L>(types.status());
+    }
+    if (!slot->ok()) return slot->status();
+    return &**slot;
+  }
 
   VmiCore<D>& core_;
   CoreGuestMemory<D> memory_;
   LinuxKernel kernel_;
   KernelAccess access_;
   std::optional<absl::StatusOr<TaskLayout>> task_layout_;
+  std::optional<absl::StatusOr<MapsLayout>> maps_layout_;
+  std::optional<absl::StatusOr<ModuleLayout>> module_layout_;
 };
 
 }  // namespace vmi::os_linux

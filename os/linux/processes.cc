@@ -106,6 +106,10 @@ absl::StatusOr<Task> ReadTask(const KernelAccess& access, const TaskLayout& l, u
 
   absl::StatusOr<uint64_t> parent = access.U64(task + l.real_parent);
   if (!parent.ok()) return annotate(parent.status(), "real_parent");
+  if (!IsKernelAddress(*parent, access.kernel().paging)) {
+    return absl::DataLossError(absl::StrFormat(
+        "task_struct at 0x%x: real_parent 0x%x is not a kernel address", task, *parent));
+  }
   absl::StatusOr<uint32_t> ppid = access.U32(*parent + l.tgid);
   if (!ppid.ok()) return annotate(ppid.status(), "real_parent->tgid");
   t.ppid = static_cast<int32_t>(*ppid);
@@ -183,9 +187,15 @@ TaskList ListThreads(const KernelAccess& access, const TaskLayout& l, const Task
                           out.tasks.push_back(std::move(t));
                           return true;
                         });
-  // The leader first, as /proc/PID/task lists it.
-  std::stable_partition(out.tasks.begin(), out.tasks.end(),
-                        [&](const Task& t) { return t.address == leader.address; });
+  // The leader first, as /proc/PID/task lists it (even when a damaged list
+  // lost it).
+  auto it = std::find_if(out.tasks.begin(), out.tasks.end(),
+                         [&](const Task& t) { return t.address == leader.address; });
+  if (it == out.tasks.end()) {
+    out.tasks.insert(out.tasks.begin(), leader);
+  } else {
+    std::rotate(out.tasks.begin(), it, it + 1);
+  }
   return out;
 }
 
