@@ -29,6 +29,8 @@
 #include "os/linux/discovery.h"
 #include "os/linux/isf.h"
 #include "os/linux/linux_guest.h"
+#include "os/linux/maps.h"
+#include "os/linux/modules.h"
 #include "os/linux/processes.h"
 #include "tools/vmi/commands.h"
 #include "tools/vmi/format.h"
@@ -430,6 +432,49 @@ int CmdPs(VmiCore<D>& core, const PsOptions& options, const LinuxOptions& linux_
   return kExitOk;
 }
 
+// `vmi maps PID`: the lines of the guest's /proc/PID/maps.
+template <VmiRead D>
+int CmdMaps(VmiCore<D>& core, int pid, const LinuxOptions& options, const Io& io);
+
+// `vmi modules`: the loaded kernel modules, lsmod's columns plus state and
+// base (--json: also the users by name and the struct module).
+template <VmiRead D>
+int CmdModules(VmiCore<D>& core, const LinuxOptions& options, const Io& io) {
+  PauseForWalk<D> pause(core);
+  if (!pause.status.ok()) return Fail(io, "modules: pause", pause.status);
+  auto guest = os_linux::LinuxGuest<D>::Discover(core, options.Discovery());
+  if (!guest.ok()) return Fail(io, "modules", guest.status());
+  absl::StatusOr<const os_linux::ModuleLayout*> layout = (*guest)->module_layout();
+  if (!layout.ok()) return Fail(io, "modules", layout.status(), kExitUnsupported);
+  const os_linux::ModuleList list = os_linux::ListModules((*guest)->access(), **layout);
+  nlohmann::json j = {{"modules", nlohmann::json::array()}, {"complete", list.complete()}};
+  std::string text = absl::StrFormat("%-19s %8s  %-24s %-9s %s\n", "Module", "Size", "Used by",
+                                     "State", "Base");
+  for (const os_linux::Module& m : list.modules) {
+    j["modules"].push_back({{"name", m.name},
+                            {"size", m.size},
+                            {"refcount", m.refcount},
+                            {"used_by", m.used_by},
+                            {"permanent", m.permanent},
+                            {"state", m.state},
+                            {"base", Hex(m.base)},
+                            {"module", Hex(m.address)},
+                            {"taints", m.TaintFlags()},
+                            {"proc_modules", m.ToProcLine()}});
+    std::string used = absl::StrFormat("%d %s", m.refcount, absl::StrJoin(m.used_by, ","));
+    if (m.permanent) used += m.used_by.empty() ? "[permanent]" : ",[permanent]";
+    absl::StrAppendFormat(&text, "%-19s %8u  %-24s %-9s %s%s\n", m.name, m.size, used, m.state,
+                          Hex(m.base), m.TaintFlags().empty() ? "" : " " + m.TaintFlags());
+  }
+  if (!list.complete()) j["error"] = std::string(list.status.message());
+  Emit(io, j, text);
+  if (!list.complete()) {
+    io.err << "vmi: modules: incomplete, the walk stopped: " << list.status.message() << "\n";
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
 // The page-table root of process (or thread) `pid`, for --pid.
 template <VmiRead D>
 absl::StatusOr<os_linux::Task> FindTask(os_linux::LinuxGuest<D>& guest, int pid) {
@@ -468,6 +513,46 @@ absl::Status UseProcessRoot(VmiCore<D>& core, int pid, const LinuxOptions& optio
   space->root = task.root->value();
   if (!space->paging) space->paging = guest->kernel().paging;
   return absl::OkStatus();
+}
+
+template <VmiRead D>
+int CmdMaps(VmiCore<D>& core, int pid, const LinuxOptions& options, const Io& io) {
+  const std::string what = absl::StrFormat("maps %d", pid);
+  PauseForWalk<D> pause(core);
+  if (!pause.status.ok()) return Fail(io, what + ": pause", pause.status);
+  auto guest = os_linux::LinuxGuest<D>::Discover(core, options.Discovery());
+  if (!guest.ok()) return Fail(io, what, guest.status());
+  absl::StatusOr<const os_linux::MapsLayout*> layout = (*guest)->maps_layout();
+  if (!layout.ok()) return Fail(io, what, layout.status(), kExitUnsupported);
+  absl::StatusOr<os_linux::Task> task = FindTask(**guest, pid);
+  if (!task.ok()) return Fail(io, what, task.status());
+  if (task->mm == 0) {
+    return Fail(io, what, absl::FailedPreconditionError(absl::StrFormat(
+                              "pid %d (%s) is a kernel thread: it has no memory maps", pid, task->comm)));
+  }
+  const os_linux::MapList list = os_linux::ListMaps((*guest)->access(), **layout, task->mm);
+  nlohmann::json j = {{"pid", task->tgid}, {"comm", task->comm}, {"mm", Hex(task->mm)},
+                      {"maps", nlohmann::json::array()}, {"complete", list.complete()}};
+  std::string text;
+  for (const os_linux::MemoryMap& m : list.maps) {
+    j["maps"].push_back({{"start", Hex(m.start)},
+                         {"end", Hex(m.end)},
+                         {"perms", m.Permissions()},
+                         {"offset", Hex(m.offset)},
+                         {"dev", absl::StrFormat("%02x:%02x", m.dev_major, m.dev_minor)},
+                         {"inode", m.inode},
+                         {"name", m.name},
+                         {"vma", Hex(m.vma)},
+                         {"file", m.file ? nlohmann::json(Hex(m.file)) : nlohmann::json(nullptr)}});
+    text += m.ToProcLine() + "\n";
+  }
+  if (!list.complete()) j["error"] = std::string(list.status.message());
+  Emit(io, j, text);
+  if (!list.complete()) {
+    io.err << "vmi: " << what << ": incomplete, the walk stopped: " << list.status.message() << "\n";
+    return kExitFailed;
+  }
+  return kExitOk;
 }
 
 }  // namespace vmi::cli

@@ -89,6 +89,8 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
   if (command == "os") return CmdOs(core, a.linux_options, a.export_isf, io);
   if (command == "ps") return CmdPs(core, PsOptions{a.threads, a.tree}, a.linux_options, io);
   if (command == "sym") return CmdSym(core, a.symbols, a.linux_options, io);
+  if (command == "maps") return CmdMaps(core, a.pid, a.linux_options, io);
+  if (command == "modules") return CmdModules(core, a.linux_options, io);
   if (command == "translate" || command == "read") {
     absl::StatusOr<AddressSpace> space = Space(a);
     if (!space.ok()) return Fail(io, command, space.status(), kExitUsage);
@@ -205,6 +207,9 @@ int main(int argc, char** argv) {
   auto* ps = app.add_subcommand("ps", "Linux processes: pid, ppid, ids, state, start, task_struct, page-table root");
   ps->add_flag("--threads", a.threads, "every thread (TID column)");
   ps->add_flag("--tree", a.tree, "children under their parents");
+  auto* maps = app.add_subcommand("maps", "a Linux process's memory maps, as its /proc/PID/maps");
+  maps->add_option("pid", a.pid, "process id")->required();
+  app.add_subcommand("modules", "loaded Linux kernel modules: size, users, state, base");
   auto* sym = app.add_subcommand("sym", "Linux kernel symbols: name -> address, address -> name+off");
   sym->add_option("query", a.symbols, "symbol names or addresses")->required();
 

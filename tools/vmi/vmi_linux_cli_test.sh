@@ -102,7 +102,26 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert 'pa' in d and d['permissions']['user'], d
 " "$TMP/trp.json"
+
+  # maps: each known process's /proc/PID/maps, line for line; modules: /proc/modules.
+  while read -r name pid; do
+    "$VMI" -t "$raw" maps "$pid" >"$TMP/maps.txt"
+    check "$variant raw: maps $pid ($name) = its /proc/PID/maps" cmp -s "$TMP/maps.txt" "$DIR/$variant/guest/maps_$name.txt"
+  done <"$DIR/$variant/guest/known.txt"
+  "$VMI" -t "$elf" --json modules >"$TMP/modules.json"
+  check "$variant elf: modules = /proc/modules" python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['complete']
+assert [m['proc_modules'] for m in d['modules']] == open(sys.argv[2]).read().splitlines(), d
+" "$TMP/modules.json" "$DIR/$variant/guest/modules.txt"
+  "$VMI" -t "$raw" modules >"$TMP/lsmod.txt"
+  check "$variant raw: modules in lsmod's columns" grep -q "^fat  *[0-9]*  1 vfat  *Live  *0xffffffffc0" "$TMP/lsmod.txt"
 done
+
+"$VMI" -t "dump:$DIR/l4/mem.raw" maps 2 2>"$TMP/err.txt"
+check "maps of a kernel thread exits 1" test $? -eq 1
+check "... and says it has no maps" grep -q "kernel thread: it has no memory maps" "$TMP/err.txt"
 
 # ISF profiles: export from one fixture, use (xz-compressed) on the other.
 "$VMI" -t "dump:$DIR/l4/mem.raw" os --export-isf "$TMP/l4.json" >/dev/null
