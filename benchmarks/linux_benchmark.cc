@@ -29,6 +29,7 @@
 #include "os/linux/internal/scan.h"
 #include "os/linux/kallsyms.h"
 #include "os/linux/kernel_access.h"
+#include "os/linux/maps.h"
 #include "os/linux/processes.h"
 #include "os/linux/testing/fixtures.h"
 
@@ -285,6 +286,91 @@ void BM_ListProcesses(benchmark::State& state) {
   state.counters["v2p_hit%"] = 100 * d.core->v2p_cache().stats().HitRate();
 }
 BENCHMARK(BM_ListProcesses)->Unit(benchmark::kMicrosecond);
+
+// `vmi maps` of one process without discovery: fixture-threads' 17 maps
+// from its maple tree, names and paths included; caches warm.
+void BM_MapsOneProcess(benchmark::State& state) {
+  Discovered& d = Kernel();
+  CoreGuestMemory<dump::DumpDriver> memory(*d.core, d.core->Info()->max_gfn);
+  const KernelAccess access(memory, d.kernel);
+  const TaskLayout tasks = *TaskLayout::Resolve(*d.kernel.types);
+  const absl::StatusOr<MapsLayout> layout = MapsLayout::Resolve(*d.kernel.types);
+  if (!layout.ok()) std::abort();
+  uint64_t mm = 0;
+  for (const Task& t : ListProcesses(access, tasks).tasks) {
+    if (t.comm == "fixture-threads") mm = t.mm;
+  }
+  if (mm == 0) std::abort();
+  d.core->page_cache().ResetStats();
+  d.core->v2p_cache().ResetStats();
+  size_t maps = 0;
+  for (auto _ : state) {
+    MapList list = ListMaps(access, *layout, mm);
+    if (!list.complete()) std::abort();
+    maps = list.maps.size();
+  }
+  state.counters["maps"] = maps;
+  state.counters["page_hit%"] = 100 * d.core->page_cache().stats().HitRate();
+  state.counters["v2p_hit%"] = 100 * d.core->v2p_cache().stats().HitRate();
+}
+BENCHMARK(BM_MapsOneProcess)->Unit(benchmark::kMicrosecond);
+
+// The real-workload cache table: the process list and every process's maps,
+// each iteration from empty caches (as after resuming a live guest), with
+// both caches at the capacity given (entries); 0 = both caches disabled.
+void BM_PsAndAllMaps(benchmark::State& state) {
+  Discovered& d = Kernel();
+  const size_t capacity = state.range(0);
+  CoreGuestMemory<dump::DumpDriver> memory(*d.core, d.core->Info()->max_gfn);
+  const KernelAccess access(memory, d.kernel);
+  const TaskLayout tasks = *TaskLayout::Resolve(*d.kernel.types);
+  const MapsLayout maps_layout = *MapsLayout::Resolve(*d.kernel.types);
+  PageCache& pages = d.core->page_cache();
+  V2pCache& v2p = d.core->v2p_cache();
+  pages.SetEnabled(capacity != 0);
+  v2p.SetEnabled(capacity != 0);
+  if (capacity != 0) {
+    pages.Resize(capacity);
+    v2p.Resize(capacity);
+  }
+  pages.ResetStats();
+  v2p.ResetStats();
+  size_t processes = 0, maps = 0;
+  for (auto _ : state) {
+    d.core->FlushPageCache();
+    d.core->FlushV2pCache();
+    TaskList list = ListProcesses(access, tasks);
+    if (!list.complete()) std::abort();
+    processes = list.tasks.size();
+    maps = 0;
+    for (const Task& t : list.tasks) {
+      if (t.mm == 0) continue;
+      MapList m = ListMaps(access, maps_layout, t.mm);
+      if (!m.complete()) std::abort();
+      maps += m.maps.size();
+    }
+  }
+  state.counters["processes"] = processes;
+  state.counters["maps"] = maps;
+  state.counters["page_hit%"] = 100 * pages.stats().HitRate();
+  state.counters["v2p_hit%"] = 100 * v2p.stats().HitRate();
+  state.counters["page_lookups"] = benchmark::Counter(
+      static_cast<double>(pages.stats().hits + pages.stats().misses), benchmark::Counter::kAvgIterations);
+  // Back to the defaults for the benchmarks that follow.
+  pages.SetEnabled(true);
+  v2p.SetEnabled(true);
+  pages.Resize(PageCache::kDefaultCapacity);
+  v2p.Resize(V2pCache::kDefaultCapacity);
+}
+BENCHMARK(BM_PsAndAllMaps)
+    ->Arg(0)
+    ->Arg(16)
+    ->Arg(64)
+    ->Arg(256)
+    ->Arg(1024)
+    ->Arg(4096)
+    ->Arg(16384)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace vmi::os_linux
