@@ -252,7 +252,9 @@ def cmd_initramfs(args):
         if "/" not in applet and applet != "busybox":
             cpio.symlink(f"bin/{applet}", "busybox")
     with open(args.helper, "rb") as f:
-        cpio.file("bin/fixture-threads", f.read(), 0o755)
+        helper = f.read()
+    cpio.file("bin/fixture-threads", helper, 0o755)
+    cpio.file("bin/syscall-loop", helper, 0o755)  # the same program under another name
     for name, path in modules:
         with open(path, "rb") as f:
             cpio.file(f"lib/modules/{name}.ko", f.read())

@@ -15,6 +15,10 @@
 // When all of that is in place it writes the ready file (atomically: a temporary file
 // renamed into place) with one `key value` line per fact (addresses in hex), then
 // sleeps forever. Built with `gcc -static -O2 -pthread`: the initramfs has no libc.
+//
+// Installed a second time as /bin/syscall-loop: under that name it calls
+// getpid() in a loop forever, counting the calls in vmi_syscall_loop_count
+// (a live guest's steady stream of one syscall, for breakpoint tests).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -64,7 +68,22 @@ static void* Worker(void* arg) {
   return NULL;
 }
 
+volatile uint64_t vmi_syscall_loop_count;
+
+static int syscall_loop(void) {
+  for (;;) {
+    syscall(SYS_getpid);
+    vmi_syscall_loop_count++;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  {
+    const char* name = strrchr(argv[0], '/');
+    name = name ? name + 1 : argv[0];
+    if (strcmp(name, "syscall-loop") == 0) return syscall_loop();
+  }
   if (argc < 2 || strcmp(argv[1], "--vmi-fixture") != 0) {
     fprintf(stderr, "usage: %s --vmi-fixture [WORD...]\n", argv[0]);
     return 2;

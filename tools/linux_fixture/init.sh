@@ -17,6 +17,10 @@
 #
 # Booting with `vmi_fixture.shell=1` on the kernel command line skips the
 # captures and gives a shell on the console instead (see README.md).
+# Booting with `vmi_fixture.live=1` skips them too, starts syscall-loop (a
+# process calling getpid() in a loop) beside the known processes, prints
+# "@@LIVE name:pid ..." and "@@READY" on the console and idles: a guest for
+# live introspection (tools/qemu/start_guest.sh).
 #
 # Failures print "@@FAIL reason" on the console; the host gives up at once.
 
@@ -58,6 +62,8 @@ done </lib/modules/load-order
 read -r CMDLINE </proc/cmdline
 SHELL_MODE=0
 case " $CMDLINE " in *" vmi_fixture.shell=1 "*) SHELL_MODE=1 ;; esac
+LIVE_MODE=0
+case " $CMDLINE " in *" vmi_fixture.live=1 "*) LIVE_MODE=1 ;; esac
 
 # Waits until /proc/PID/comm is NAME (the fork has exec'd) or fails.
 wait_comm() {
@@ -100,6 +106,15 @@ for t in /proc/"$FX_PID"/task/[0-9]*; do ntasks=$((ntasks + 1)); done
 
 stamp known_processes_ready
 KNOWN="fixture-threads:$FX_PID sleep:$SLEEP_PID shell:$SH_PID shell-child:$CHILD_PID"
+
+if [ "$LIVE_MODE" = 1 ]; then
+  syscall-loop </dev/null >/dev/null 2>&1 &
+  LOOP_PID=$!
+  wait_comm "$LOOP_PID" syscall-loop
+  echo "@@LIVE $KNOWN syscall-loop:$LOOP_PID"
+  echo "@@READY"
+  while :; do read -r _ </run/idle; done
+fi
 
 if [ "$SHELL_MODE" = 1 ]; then
   echo "vmi fixture shell. Known processes: $KNOWN"
