@@ -392,6 +392,13 @@ class SegmentAccess : public amd64_internal::Bitfield<SegmentAccess, uint32_t> {
   // A code segment (S set and type bit 3 set).
   constexpr bool code() const { return s() && (type() & 8) != 0; }
 
+  // From and to the flags of a descriptor's high dword (type at bit 8 ... G
+  // at bit 23), as QEMU's segment cache, its dumps and its monitor keep them.
+  static constexpr SegmentAccess FromDescriptorFlags(uint32_t flags) {
+    return SegmentAccess((flags >> 8) & 0xf0ff);
+  }
+  constexpr uint32_t ToDescriptorFlags() const { return (value() & 0xf0ffu) << 8; }
+
   // "type=0xb S DPL=0 P L G".
   std::string ToString() const {
     std::string out = absl::StrFormat("type=0x%x", type());

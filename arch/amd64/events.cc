@@ -124,6 +124,14 @@ std::string DescriptorAccessEvent::ToString() const {
                          instruction_length);
 }
 
+std::string DebugBreakpointEvent::ToString() const {
+  return absl::StrCat("breakpoint(", address.ToString(), ")");
+}
+
+std::string DebugWatchpointEvent::ToString() const {
+  return absl::StrCat("watchpoint(", address.ToString(), " ", access.ToString(), ")");
+}
+
 std::string EventReasonToString(const EventReason& reason) {
   return std::visit([](const auto& r) { return r.ToString(); }, reason);
 }
@@ -147,6 +155,12 @@ struct MonitorPrinter {
   std::string operator()(const MonitorCpuid&) const { return "cpuid"; }
   std::string operator()(const MonitorIo&) const { return "io"; }
   std::string operator()(const MonitorDescriptorAccess&) const { return "descriptor_access"; }
+  std::string operator()(const MonitorBreakpoint& m) const {
+    return absl::StrCat("breakpoint(", m.address.ToString(), ")");
+  }
+  std::string operator()(const MonitorWatchpoint& m) const {
+    return absl::StrFormat("watchpoint(%s len=%u %s)", m.address, m.length, m.access);
+  }
 };
 
 }  // namespace

@@ -135,9 +135,31 @@ struct DescriptorAccessEvent {
   std::string ToString() const;
 };
 
+// A debugger breakpoint (MonitorBreakpoint) was hit: the vCPU stopped
+// before executing the instruction at the linear address `address`. Unlike
+// an INT3 the guest sees nothing: no byte of its memory changed and no #BP
+// is raised, so there is nothing to reinject (targets with a debug stub:
+// QEMU).
+struct DebugBreakpointEvent {
+  Va address{};
+  friend bool operator==(const DebugBreakpointEvent&, const DebugBreakpointEvent&) = default;
+  std::string ToString() const;
+};
+
+// A debugger watchpoint (MonitorWatchpoint) fired: the vCPU made an access
+// of kind `access` (read or write) to the watched linear address `address`;
+// the access has completed.
+struct DebugWatchpointEvent {
+  Va address{};
+  MemoryAccess access{};
+  friend bool operator==(const DebugWatchpointEvent&, const DebugWatchpointEvent&) = default;
+  std::string ToString() const;
+};
+
 using EventReason =
     std::variant<MemoryAccessEvent, ControlRegisterWriteEvent, MsrWriteEvent, InterruptEvent,
-                 SingleStepEvent, HypercallEvent, CpuidEvent, IoEvent, DescriptorAccessEvent>;
+                 SingleStepEvent, HypercallEvent, CpuidEvent, IoEvent, DescriptorAccessEvent,
+                 DebugBreakpointEvent, DebugWatchpointEvent>;
 
 // The alternative's ToString().
 std::string EventReasonToString(const EventReason& reason);
@@ -154,6 +176,8 @@ enum class MonitorTag : uint8_t {
   kCpuid,
   kIo,
   kDescriptorAccess,
+  kBreakpoint,
+  kWatchpoint,
 };
 }  // namespace amd64_internal
 
@@ -229,9 +253,38 @@ struct MonitorDescriptorAccess {
   }
 };
 
+// A debugger breakpoint at a linear address, in every address space: the
+// vCPU stops before executing the instruction there (DebugBreakpointEvent).
+// Invisible to the guest. Only targets with a debug stub (QEMU's GDB stub)
+// have them; hypervisor drivers hide breakpoints with EPT instead.
+struct MonitorBreakpoint {
+  Va address{};
+  friend bool operator==(const MonitorBreakpoint&, const MonitorBreakpoint&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const MonitorBreakpoint& m) {
+    return H::combine(std::move(h), m.address, amd64_internal::MonitorTag::kBreakpoint);
+  }
+};
+
+// A debugger watchpoint on `length` bytes (1, 2, 4 or 8) at a linear
+// address: accesses of the kinds in `access` (read and/or write) raise a
+// DebugWatchpointEvent. Targets with a debug stub only.
+struct MonitorWatchpoint {
+  Va address{};
+  uint8_t length = 8;
+  MemoryAccess access = MemoryAccess::W();
+  friend bool operator==(const MonitorWatchpoint&, const MonitorWatchpoint&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const MonitorWatchpoint& m) {
+    return H::combine(std::move(h), m.address, m.length, m.access,
+                      amd64_internal::MonitorTag::kWatchpoint);
+  }
+};
+
 using EventMonitor =
     std::variant<MonitorControlRegister, MonitorMsr, MonitorInterrupt, MonitorSingleStep,
-                 MonitorHypercall, MonitorCpuid, MonitorIo, MonitorDescriptorAccess>;
+                 MonitorHypercall, MonitorCpuid, MonitorIo, MonitorDescriptorAccess,
+                 MonitorBreakpoint, MonitorWatchpoint>;
 
 // absl::Hash<EventMonitor>: Debian's Abseil does not alias absl::variant to
 // std::variant, so it cannot hash std::variant itself. Found by ADL through
@@ -244,7 +297,8 @@ H AbslHashValue(H h, const EventMonitor& monitor) {
 
 // "cr_write(CR3)", "msr_write(IA32_LSTAR(0xc0000082))", "interrupt(3 #BP)",
 // "singlestep", "hypercall(allow_user=false)", "cpuid", "io",
-// "descriptor_access".
+// "descriptor_access", "breakpoint(0xffffffff81000000)",
+// "watchpoint(0x1000 len=8 -w-)".
 std::string EventMonitorToString(const EventMonitor& monitor);
 
 }  // namespace vmi::amd64

@@ -183,6 +183,16 @@ absl::Status SetMonitor(Machine& m, const amd64::EventMonitor& monitor, bool on,
     absl::Status operator()(const amd64::MonitorDescriptorAccess&) {
       return m.SetDescriptorTableMonitor(on);
     }
+    absl::Status operator()(const amd64::MonitorBreakpoint& b) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "monitor %s: the simulator has no debug stub; hide a breakpoint with a view instead",
+          amd64::EventMonitorToString(b)));
+    }
+    absl::Status operator()(const amd64::MonitorWatchpoint& w) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "monitor %s: the simulator has no debug stub; watch a page with its permissions instead",
+          amd64::EventMonitorToString(w)));
+    }
   };
   return std::visit(Visitor{m, monitor, on, msrs, vectors, singlestep}, monitor);
 }

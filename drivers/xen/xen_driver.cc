@@ -269,10 +269,16 @@ struct XenDriver::Impl {
             return absl::UnimplementedError(
                 "monitor io: I/O instruction events need Xen >= 4.18 (built against 4.17)");
 #endif
-          } else {
-            static_assert(std::is_same_v<M, amd64::MonitorDescriptorAccess>);
+          } else if constexpr (std::is_same_v<M, amd64::MonitorDescriptorAccess>) {
             return report(api->xc_monitor_descriptor_access(xc, domid, enable),
                           "xc_monitor_descriptor_access");
+          } else {
+            static_assert(std::is_same_v<M, amd64::MonitorBreakpoint> ||
+                          std::is_same_v<M, amd64::MonitorWatchpoint>);
+            return absl::UnimplementedError(absl::StrFormat(
+                "monitor %s: Xen has no debug-stub breakpoints or watchpoints; use altp2m views "
+                "and EPT permissions",
+                amd64::EventMonitorToString(monitor)));
           }
         },
         monitor);

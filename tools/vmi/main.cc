@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.require_subcommand(1, 1);
   app.add_option("-t,--target", a.target,
-                 "sim (default) | sim:<program> | dump:<file> | xen:<domid|name>");
+                 "sim (default) | sim:<program> | dump:<file> | xen:<domid|name> | qemu:<dir>");
   app.add_flag("--json", a.json, "machine-readable output (JSON; JSON lines for watch)");
   app.add_option("--profile", a.profile,
                  "a Volatility 3 ISF profile (.json or .json.xz) for a Linux kernel without BTF or kallsyms in memory");

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "core/vmi_core.h"
 #include "drivers/dump/dump_driver.h"
+#include "drivers/qemu/qemu_driver.h"
 #include "drivers/sim/sim_driver.h"
 #include "drivers/xen/xen_driver.h"
 #include "tools/vmi/commands.h"
@@ -58,9 +59,18 @@ int WithTarget(const std::string& spec, const Io& io, F&& run) {
     VmiCore<xen::XenDriver> core(*std::move(driver));
     return run(core, TargetInfo{"xen:" + domain, std::nullopt});
   }
+  if (absl::StartsWith(spec, "qemu:")) {
+    absl::StatusOr<qemu::QemuTarget> target = qemu::QemuTarget::Parse(spec.substr(5));
+    if (!target.ok()) return Fail(io, "--target", target.status(), kExitUsage);
+    absl::StatusOr<qemu::QemuDriver> driver = qemu::QemuDriver::Open(*target);
+    if (!driver.ok()) return Fail(io, absl::StrFormat("open %s", spec), driver.status(), kExitTarget);
+    VmiCore<qemu::QemuDriver> core(*std::move(driver));
+    return run(core, TargetInfo{spec, std::nullopt});
+  }
   return Fail(io, "--target",
               absl::InvalidArgumentError(absl::StrFormat(
-                  "unknown target '%s': expected sim, sim:<program>, dump:<file> or xen:<domid|name>",
+                  "unknown target '%s': expected sim, sim:<program>, dump:<file>, xen:<domid|name> or "
+                  "qemu:<dir>|qemu:<gdb socket>,mem=<ram file>,qmp=<qmp socket>",
                   spec)),
               kExitUsage);
 }

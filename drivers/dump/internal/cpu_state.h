@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "arch/amd64/bitfields.h"
 #include "arch/amd64/registers.h"
 
 namespace vmi::dump_internal {
@@ -72,9 +73,11 @@ std::vector<uint8_t> EncodeXenContext(const amd64::Registers& regs);
 // QEMU's SegmentCache flags (descriptor high dword: type at bit 8 ... G at
 // bit 23) <-> the VMX access-rights layout of amd64::Segment::access.
 inline uint16_t AccessFromQemuFlags(uint32_t flags) {
-  return static_cast<uint16_t>((flags >> 8) & 0xf0ff);
+  return static_cast<uint16_t>(amd64::SegmentAccess::FromDescriptorFlags(flags).value());
 }
-inline uint32_t QemuFlagsFromAccess(uint16_t access) { return uint32_t{access & 0xf0ffu} << 8; }
+inline uint32_t QemuFlagsFromAccess(uint16_t access) {
+  return amd64::SegmentAccess(access).ToDescriptorFlags();
+}
 
 }  // namespace vmi::dump_internal
 
