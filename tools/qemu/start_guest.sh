@@ -94,5 +94,5 @@ until grep -q '^@@READY' "$DIR/console.txt" 2>/dev/null; do
   fi
   sleep 0.2
 done
-grep '^@@LIVE' "$DIR/console.txt" | head -n 1 | sed 's/^@@LIVE //' >"$DIR/live.txt"
+grep '^@@LIVE' "$DIR/console.txt" | head -n 1 | tr -d '\r' | sed 's/^@@LIVE //' >"$DIR/live.txt"
 echo "qemu:$DIR"
