@@ -22,6 +22,11 @@
 //   Xen:   the domain named by VMI_XEN_DOMAIN (everything); skipped with that
 //          reason when it is not set. It expects an HVM guest that is running;
 //          the "known" page is gfn 0x100 as read at set-up.
+//   Qemu:  a live Linux fixture guest under QEMU TCG (drivers/qemu), shared by
+//          every case of the binary; each case pauses it for its whole run
+//          (so state read at set-up stays true), and the page it writes is
+//          restored before the guest resumes. Memory, registers, pause and
+//          stub events; no protection or views.
 //
 // Thread-safety: test-only; single-threaded.
 
@@ -48,6 +53,8 @@
 #include "drivers/dump/dump_driver.h"
 #include "drivers/dump/dump_source.h"
 #include "drivers/dump/dump_writer.h"
+#include "drivers/qemu/qemu_driver.h"
+#include "drivers/qemu/testing/live_guest.h"
 #include "drivers/sim/sim_driver.h"
 #include "drivers/xen/xen_driver.h"
 
@@ -190,6 +197,55 @@ class XenAdapter {
   Driver driver_;
   std::vector<uint8_t> known_bytes_;
   std::optional<Gfn> writable_;  // allocated at Make, freed on destruction
+  amd64::Registers registers_;
+};
+
+class QemuAdapter {
+ public:
+  using Driver = qemu::QemuDriver;
+  static const char* Name() { return "Qemu"; }
+  static std::optional<std::string> SkipReason() { return std::nullopt; }
+  static absl::StatusOr<std::unique_ptr<QemuAdapter>> Make() {
+    VMI_ASSIGN_OR_RETURN(qemu::testing::LiveGuest * guest, qemu::testing::SharedLiveGuest());
+    VMI_ASSIGN_OR_RETURN(qemu::QemuDriver driver, qemu::QemuDriver::Open(guest->target()));
+    auto adapter = std::unique_ptr<QemuAdapter>(new QemuAdapter(std::move(driver)));
+    Driver& d = adapter->driver_;
+    VMI_RETURN_IF_ERROR(d.Pause());
+    adapter->paused_ = true;
+    VMI_ASSIGN_OR_RETURN(MappedPage known, d.ReadPage(adapter->known_gfn()));
+    adapter->known_bytes_.assign(known.data(), known.data() + known.size());
+    // A frame whose byte 4090 is not 1 (a case checks that a rejected write
+    // of ones changed nothing), saved to be restored.
+    for (uint64_t g = 0x200;; ++g) {
+      VMI_ASSIGN_OR_RETURN(MappedPage page, d.ReadPage(Gfn(g)));
+      if (page.data()[4090] != 1) {
+        adapter->writable_ = Gfn(g);
+        adapter->saved_.assign(page.data(), page.data() + page.size());
+        break;
+      }
+    }
+    VMI_ASSIGN_OR_RETURN(adapter->registers_, d.Registers(VcpuId(0)));
+    return adapter;
+  }
+  ~QemuAdapter() {
+    if (!saved_.empty()) driver_.WritePage(writable_, 0, saved_).IgnoreError();
+    if (paused_) driver_.Resume().IgnoreError();
+  }
+
+  Driver& driver() { return driver_; }
+  Gfn known_gfn() { return Gfn(0x100); }
+  std::vector<uint8_t> known_bytes() { return known_bytes_; }
+  Gfn writable_gfn() { return writable_; }
+  amd64::Registers known_registers() { return registers_; }
+  std::optional<Va> breakpoint_target() { return std::nullopt; }
+
+ private:
+  explicit QemuAdapter(qemu::QemuDriver driver) : driver_(std::move(driver)) {}
+  Driver driver_;
+  bool paused_ = false;
+  std::vector<uint8_t> known_bytes_;
+  Gfn writable_;
+  std::vector<uint8_t> saved_;
   amd64::Registers registers_;
 };
 

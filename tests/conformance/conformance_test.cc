@@ -41,13 +41,19 @@ template <typename D>
 struct HasProtection : std::bool_constant<VmiProtection<D>> {};
 template <typename D>
 struct HasViews : std::bool_constant<VmiViewControl<D> && VmiProtection<D>> {};
+// Hypervisor-style events: INT3 exits and EPT views.
 template <typename D>
-struct HasEvents : std::bool_constant<VmiEventControl<D> && VmiMemory<D> && VmiVmControl<D>> {};
+struct HasEvents : std::bool_constant<VmiEventControl<D> && VmiMemory<D> && VmiVmControl<D> &&
+                                      VmiViewControl<D>> {};
+// Events and pausing, whatever raises the events.
+template <typename D>
+struct HasPauseAndEvents : std::bool_constant<VmiEventControl<D> && VmiVmControl<D> &&
+                                              VmiQueryRegisters<D>> {};
 template <typename D>
 struct HasVmControl : std::bool_constant<VmiVmControl<D> && VmiProtection<D>> {};
 
 // Every adapter, whatever it can do.
-#define VMI_CONFORMANCE_ADAPTERS StoreAdapter, SimAdapter, DumpAdapter, XenAdapter
+#define VMI_CONFORMANCE_ADAPTERS StoreAdapter, SimAdapter, DumpAdapter, XenAdapter, QemuAdapter
 
 template <typename A>
 class Conformance : public ::testing::Test {
@@ -379,7 +385,14 @@ TYPED_TEST(EventConformance, RemappedFrameIsSeenInItsViewOnly) {
   EXPECT_TRUE(d.FreeGfn(*shadow).ok());
 }
 
-TYPED_TEST(EventConformance, PausedVmRaisesNoEventsAndDoesNotRun) {
+// ---- VmiEventControl + VmiVmControl: a paused VM ----
+
+template <typename A>
+class PauseConformance : public Conformance<A> {};
+using PauseAdapters = FilterAdapters<HasPauseAndEvents, VMI_CONFORMANCE_ADAPTERS>;
+TYPED_TEST_SUITE(PauseConformance, PauseAdapters, AdapterName);
+
+TYPED_TEST(PauseConformance, PausedVmRaisesNoEventsAndDoesNotRun) {
   auto& d = this->driver();
   ASSERT_TRUE(d.MonitorEnable(amd64::MonitorSingleStep{}).ok());
   const amd64::Registers before = *d.Registers(VcpuId(0));
