@@ -275,11 +275,12 @@ struct QemuDriver::State {
   absl::Status ContinueGuest() {
     if (running) return absl::OkStatus();
     if (stopped_vcpu && stopped_at_breakpoint && breakpoints.contains(*stopped_at_breakpoint)) {
-      const uint64_t address = *stopped_at_breakpoint;
-      VMI_RETURN_IF_ERROR(BreakpointPacket('z', address));
+      // QEMU gives a single step priority over a breakpoint at the same
+      // address, so the step executes the instruction without lifting the
+      // breakpoint (lifting and re-inserting it would flush QEMU's whole
+      // translation cache twice per event).
       VMI_RETURN_IF_ERROR(gdb.SendNoReply(absl::StrCat("vCont;s:", threads[*stopped_vcpu])));
       VMI_ASSIGN_OR_RETURN(std::string step, gdb.NextStop(absl::Now() + options.timeout));
-      VMI_RETURN_IF_ERROR(BreakpointPacket('Z', address));
       VMI_ASSIGN_OR_RETURN(StopReply r, qemu_internal::ParseStopReply(step));
       if (r.kind != StopReply::Kind::kSignal) return absl::UnavailableError("gdb stub: the guest exited");
       stopped_at_breakpoint.reset();
