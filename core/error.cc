@@ -1,10 +1,13 @@
 #include "core/error.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace vmi {
 namespace {
@@ -48,6 +51,34 @@ absl::Status AnnotateStatus(const absl::Status& status, absl::string_view contex
       [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
   return out;
 }
+
+absl::Status TranslationFault::ToStatus() const {
+  if (cause.describe != nullptr) return cause.describe(*this);
+  switch (cause.kind) {
+    case FaultCause::Kind::kNotPresent:
+      return TranslationFaultError(
+          ctx, absl::StrFormat("level %u entry not present (entry 0x%x at pa %s)", cause.level,
+                               cause.entry, cause.entry_address));
+    case FaultCause::Kind::kBadAddress:
+      return absl::InvalidArgumentError(
+          absl::StrFormat("translate(%s): address outside the paging mode's range", ctx));
+    case FaultCause::Kind::kMalformed:
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "translate(%s): malformed page table: reserved bits 0x%x set in level %u entry 0x%x at "
+          "pa %s",
+          ctx, cause.detail, cause.level, cause.entry, cause.entry_address));
+  }
+  return absl::UnknownError(absl::StrFormat("translate(%s): unknown fault kind", ctx));
+}
+
+namespace error_internal {
+
+void DieOnBadAccess(const absl::Status& status) {
+  std::fprintf(stderr, "value() of a FaultOr without a value: %s\n", status.ToString().c_str());
+  std::abort();
+}
+
+}  // namespace error_internal
 
 absl::Status ErrnoError(absl::string_view op, int err) {
   return absl::ErrnoToStatus(err, absl::StrCat(op, " (errno=", err, ")"));

@@ -38,6 +38,25 @@ class VmiProber {
     }
     return result.status();
   }
+  // The same for VmiCore's results: a compact fault is recorded without
+  // building its status.
+  template <typename T>
+  absl::StatusOr<std::optional<T>> Check(FaultOr<T> result) {
+    if (result.ok()) return std::optional<T>(*std::move(result));
+    if (std::optional<AddressContext> fault = result.translation_fault()) {
+      Record(*fault);
+      return std::optional<T>();
+    }
+    return result.status();
+  }
+  absl::StatusOr<bool> Check(const FaultStatus& status) {
+    if (status.ok()) return true;
+    if (std::optional<AddressContext> fault = status.translation_fault()) {
+      Record(*fault);
+      return false;
+    }
+    return status.status();
+  }
   // The same for a plain status: true when OK, false for a recorded fault.
   absl::StatusOr<bool> Check(const absl::Status& status) {
     if (status.ok()) return true;

@@ -33,5 +33,20 @@ TEST(VmiProberTest, CollectsDistinctFaultsAndPassesOtherErrors) {
   EXPECT_THAT(all.message(), ::testing::HasSubstr("va=0x2000 root=0x5000"));
 }
 
+TEST(VmiProberTest, RecordsCompactFaultsWithoutBuildingThem) {
+  VmiProber prober;
+  TranslationFault f;
+  f.ctx = AddressContext(Va(0x1000), Pa(0x2000));
+  auto r = prober.Check(FaultOr<int>(f));
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+  EXPECT_EQ(*prober.Check(FaultOr<int>(5)), 5);
+  EXPECT_FALSE(*prober.Check(FaultStatus(f)));
+  EXPECT_TRUE(*prober.Check(FaultStatus()));
+  f.cause.kind = FaultCause::Kind::kBadAddress;  // not a page fault: passed through
+  EXPECT_EQ(prober.Check(FaultOr<int>(f)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(prober.faults(), std::vector<AddressContext>{AddressContext(Va(0x1000), Pa(0x2000))});
+}
+
 }  // namespace
 }  // namespace vmi
