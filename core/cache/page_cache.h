@@ -1,9 +1,10 @@
 // PageCache: VmiCore's bounded cache of guest pages, Gfn -> MappedPage.
 //
-// Fixed capacity in entries (default 8192: 32 MiB of page bytes when every
+// Bounded capacity in entries (default 8192: 32 MiB of page bytes when every
 // page is an owned 4 KiB copy; live pages cost no copy). Lookup, insert and
-// eviction are O(1) (eviction amortised), and nothing allocates once the cache
-// is constructed except the pages themselves.
+// eviction are O(1) (amortised). Storage grows with use, so a new cache
+// costs nothing until it is used, and once it has held `capacity` entries
+// nothing allocates any more except the pages themselves.
 //
 // Replacement is CLOCK (second chance), not exact LRU: a hit only sets a
 // reference byte in the entry's slot, where an LRU list would splice three
@@ -12,12 +13,11 @@
 // the hand last passed it and evicts one that was not. The exact victim order
 // is specified in core/cache/internal/bounded_cache.h.
 //
-// Bookkeeping per entry (x86-64): a 48-byte slot (state, Gfn, MappedPage
-// handle), ~34 bytes of hash index (a 16-byte key/slot pair plus a control
-// byte; absl sizes a table reserved for 8192 entries at 16383 buckets), 4
-// bytes of memo and 4 of free list: about 90 bytes, ~720 KiB for 8192
-// entries. Each MappedPage also has its shared state (~100 bytes), allocated
-// by whoever made the page.
+// Bookkeeping per entry (x86-64), once grown: a 48-byte slot (state, Gfn,
+// MappedPage handle), ~34 bytes of hash index (a 16-byte key/slot pair plus
+// a control byte, at absl's maximum load of 7/8), 4 bytes of memo and up to
+// 4 of free list: about 90 bytes, ~720 KiB for 8192 entries. Each MappedPage
+// also has its shared state (~100 bytes), allocated by whoever made the page.
 //
 // Hit cost: the key's hash picks an entry of a direct-mapped memo (one uint32
 // per entry, up to 16384) naming the slot last found for that hash; when the
@@ -25,7 +25,8 @@
 //
 // Coherence: a live page never goes stale; an owned copy does when the guest
 // or VMI writes the frame, so the owner must Erase it (or Insert the new
-// contents) on every write it makes.
+// contents) on every write it makes. Every live page that leaves the cache
+// (evicted, erased, replaced, cleared) also leaves an attached SoftTlb.
 //
 // Thread-safety: thread-compatible. Find records statistics and recency, so
 // even concurrent Finds need external synchronisation.
@@ -38,6 +39,7 @@
 
 #include "core/cache/cache_stats.h"
 #include "core/cache/internal/bounded_cache.h"
+#include "core/cache/soft_tlb.h"
 #include "core/mapped_page.h"
 #include "core/types.h"
 
@@ -54,7 +56,7 @@ class PageCache {
   // disabled). A hit marks the entry as recently used. The pointer stays
   // valid until the next call other than Find, Contains or the accessors; in
   // particular an Insert may evict it.
-  const MappedPage* Find(Gfn gfn) { return cache_.Find(gfn); }
+  [[gnu::always_inline]] const MappedPage* Find(Gfn gfn) { return cache_.Find(gfn); }
 
   // Whether `gfn` is cached; neither counted nor marked as used.
   bool Contains(Gfn gfn) const { return cache_.Peek(gfn) != nullptr; }
@@ -80,8 +82,23 @@ class PageCache {
 
   size_t size() const { return cache_.size(); }
   size_t capacity() const { return cache_.capacity(); }
-  const Stats& stats() const { return cache_.stats(); }
-  void ResetStats() { cache_.ResetStats(); }
+  // Hits include those an attached TLB served.
+  Stats stats() const {
+    Stats s = cache_.stats();
+    if (const SoftTlb* tlb = cache_.listener().tlb) s.hits += tlb->total_hits() - tlb_hits_base_;
+    return s;
+  }
+  void ResetStats() {
+    cache_.ResetStats();
+    if (const SoftTlb* tlb = cache_.listener().tlb) tlb_hits_base_ = tlb->total_hits();
+  }
+
+  // For VmiCore: every live page leaving this cache leaves `tlb` too, and the
+  // TLB's hits count as hits here. Attach before the first Insert.
+  void AttachTlb(SoftTlb* tlb) {
+    cache_.listener().tlb = tlb;
+    tlb_hits_base_ = tlb != nullptr ? tlb->total_hits() : 0;
+  }
 
   // Bytes held: bookkeeping plus the bytes of owned pages (live pages are
   // guest memory mapped by the driver and not counted).
@@ -93,18 +110,32 @@ class PageCache {
   struct GfnHash {
     size_t operator()(Gfn gfn) const { return cache_internal::Mix64(gfn.value()); }
   };
-  struct OwnedBytes {
+  // Counts owned bytes; passes removals of live pages on to the TLB (owned
+  // pages are never in it).
+  struct Listener {
     size_t owned_bytes = 0;
+    SoftTlb* tlb = nullptr;
     void OnInsert(Gfn, const MappedPage& page) {
       if (page.is_owned()) owned_bytes += page.size();
     }
-    void OnRemove(Gfn, const MappedPage& page) {
-      if (page.is_owned()) owned_bytes -= page.size();
+    void OnRemove(Gfn gfn, const MappedPage& page) {
+      if (page.is_owned()) {
+        owned_bytes -= page.size();
+      } else if (tlb != nullptr) {
+        tlb->EraseGfn(gfn);
+      }
     }
-    void OnClear() { owned_bytes = 0; }
+    void OnClear() {
+      owned_bytes = 0;
+      if (tlb != nullptr) tlb->Clear();
+    }
+    bool TakeReference(Gfn gfn, const MappedPage& page) {
+      return tlb != nullptr && page.is_live() && tlb->TakeGfnReference(gfn, SoftTlb::kPageRef);
+    }
   };
 
-  cache_internal::BoundedCache<Gfn, MappedPage, GfnHash, OwnedBytes> cache_;
+  cache_internal::BoundedCache<Gfn, MappedPage, GfnHash, Listener> cache_;
+  uint64_t tlb_hits_base_ = 0;
 };
 
 }  // namespace vmi

@@ -266,12 +266,27 @@ TEST(PageCacheTest, InvalidPageIsNeverStored) {
   EXPECT_EQ(cache.size(), 0u);
 }
 
-TEST(PageCacheTest, MemoryUsageCountsOwnedBytesNotLivePages) {
+TEST(PageCacheTest, StorageGrowsWithUseUpToTheCapacity) {
   PageCache cache(8192);
+  // Nothing up front: a cold start pays only for what it uses.
+  EXPECT_LT(cache.OverheadBytes(), 1024u);
+  for (uint64_t g = 0; g < 100; ++g) cache.Insert(Gfn(g), LivePage(g, g));
+  const size_t hundred = cache.OverheadBytes();
+  for (uint64_t g = 100; g < 8192; ++g) cache.Insert(Gfn(g), LivePage(g, g));
+  // Full: the per-entry figure promised in page_cache.h.
+  const size_t full = cache.OverheadBytes();
+  EXPECT_LT(hundred, full / 10);
+  EXPECT_LT(full / 8192, 100u);
+  EXPECT_GT(full / 8192, 48u);
+  cache.Insert(Gfn(9000), LivePage(9000, 1));  // an eviction
+  EXPECT_EQ(cache.OverheadBytes(), full);
+}
+
+TEST(PageCacheTest, MemoryUsageCountsOwnedBytesNotLivePages) {
+  PageCache cache(4);
+  for (uint64_t g = 10; g < 14; ++g) cache.Insert(Gfn(g), LivePage(g, g));  // grown to capacity
   const size_t overhead = cache.OverheadBytes();
-  // The per-entry figure promised in page_cache.h.
-  EXPECT_LT(overhead / 8192, 100u);
-  EXPECT_GT(overhead / 8192, 48u);
+  EXPECT_EQ(cache.MemoryUsage(), overhead);
   cache.Insert(Gfn(1), OwnedPage(1, 0, 4096));
   cache.Insert(Gfn(2), LivePage(2, 2));
   EXPECT_EQ(cache.MemoryUsage(), overhead + 4096);
@@ -279,11 +294,12 @@ TEST(PageCacheTest, MemoryUsageCountsOwnedBytesNotLivePages) {
   EXPECT_EQ(cache.MemoryUsage(), overhead + 100);
   cache.Erase(Gfn(1));
   EXPECT_EQ(cache.MemoryUsage(), overhead);
-  EXPECT_EQ(cache.OverheadBytes(), overhead);  // no growth from use
+  EXPECT_EQ(cache.OverheadBytes(), overhead);  // no growth from use once full
 }
 
 TEST(PageCacheTest, NoGrowthUnderChurn) {
   PageCache cache(64);
+  for (uint64_t g = 0; g < 64; ++g) cache.Insert(Gfn(100000 + g), LivePage(g, g));
   const size_t overhead = cache.OverheadBytes();
   for (uint64_t g = 0; g < 10000; ++g) {
     cache.Insert(Gfn(g), LivePage(g, g));

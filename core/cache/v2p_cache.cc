@@ -38,10 +38,23 @@ V2pEntry V2pEntry::FromTranslation(Va va, const PageTranslation& translation) {
   return entry;
 }
 
+V2pEntry V2pEntry::FromFault(const PageTranslation& partial, const FaultCause& cause) {
+  V2pEntry entry;
+  entry.levels = std::min<uint8_t>(partial.levels, PageTranslation::kMaxLevels);
+  for (uint8_t i = 0; i < entry.levels; ++i) entry.table_gfns[i] = partial.table_gfns[i];
+  entry.fault = cause;
+  return entry;
+}
+
 std::string V2pEntry::ToString() const {
   std::string tables;
   for (uint8_t i = 0; i < levels; ++i) {
     absl::StrAppendFormat(&tables, "%s%s", i == 0 ? "" : ",", table_gfns[i]);
+  }
+  if (negative()) {
+    return absl::StrFormat("fault(kind=%d level=%u entry=0x%x at %s) tables=[%s]",
+                           static_cast<int>(fault.kind), fault.level, fault.entry,
+                           fault.entry_address, tables);
   }
   return absl::StrFormat("page_pa=%s page_size=0x%x perms=%c%c%c tables=[%s]", page_pa, page_size,
                          permissions.write ? 'w' : '-', permissions.user ? 'u' : '-',
@@ -50,13 +63,19 @@ std::string V2pEntry::ToString() const {
 
 void V2pCache::TableRefs::OnInsert(const Key&, const V2pEntry& entry) {
   ForEachDistinctTableGfn(entry, [this](Gfn gfn) { ++refs[gfn]; });
+  negatives += entry.negative();
 }
 
-void V2pCache::TableRefs::OnRemove(const Key&, const V2pEntry& entry) {
+void V2pCache::TableRefs::OnRemove(const Key& key, const V2pEntry& entry) {
   ForEachDistinctTableGfn(entry, [this](Gfn gfn) {
     auto it = refs.find(gfn);
     if (--it->second == 0) refs.erase(it);
   });
+  if (entry.negative()) {
+    --negatives;
+  } else if (tlb != nullptr) {
+    tlb->EraseKey(key.root, key.vpn);
+  }
 }
 
 V2pCache::V2pCache(size_t capacity) : cache_(capacity) {}
@@ -71,6 +90,11 @@ size_t V2pCache::EraseRoot(Pa root) {
   if (cache_.size() == 0) return 0;
   return cache_.EraseIf(
       [r = root.value()](const Key& key, const V2pEntry&) { return key.root == r; });
+}
+
+size_t V2pCache::EraseNegative() {
+  if (negative_size() == 0) return 0;
+  return cache_.EraseIf([](const Key&, const V2pEntry& entry) { return entry.negative(); });
 }
 
 size_t V2pCache::InvalidateTableGfn(Gfn gfn) {

@@ -234,11 +234,55 @@ TEST(V2pCacheTest, ClearDropsEntriesAndTableRefs) {
   EXPECT_EQ(cache.InvalidateTableGfn(Gfn(1)), 0u);
 }
 
+TEST(V2pCacheTest, NegativeEntriesFollowTheSameRules) {
+  V2pCache cache(8);
+  PageTranslation partial;  // the walk read two tables, then met a cleared entry
+  partial.table_gfns = {Gfn(1), Gfn(2)};
+  partial.levels = 2;
+  FaultCause cause;
+  cause.level = 2;
+  cause.entry_address = Pa(0x2010);
+  cause.entry = 0x0;
+  const V2pEntry& stored = cache.InsertFault(kRootA, Va(0x7000), partial, cause);
+  EXPECT_TRUE(stored.negative());
+  EXPECT_EQ(cache.negative_size(), 1u);
+  const V2pEntry* e = cache.Find(kRootA, Va(0x7abc));
+  ASSERT_NE(e, nullptr);
+  ASSERT_TRUE(e->negative());
+  const TranslationFault f = e->FaultAt(AddressContext(Va(0x7abc), kRootA));
+  EXPECT_EQ(f.ctx.va, Va(0x7abc));
+  EXPECT_EQ(f.cause, cause);
+  EXPECT_TRUE(cache.IsTableGfn(Gfn(2)));
+  // A write to a table it read drops it, as for a translation.
+  EXPECT_EQ(cache.InvalidateTableGfn(Gfn(2)), 1u);
+  EXPECT_EQ(cache.negative_size(), 0u);
+  cache.InsertFault(kRootA, Va(0x7000), partial, cause);
+  cache.Insert(kRootA, Va(0x8000), Translation(0x5000, k4K, {1, 3}));
+  EXPECT_EQ(cache.EraseNegative(), 1u);
+  EXPECT_EQ(cache.size(), 1u);
+  cache.InsertFault(kRootA, Va(0x7000), partial, cause);
+  cache.Insert(kRootA, Va(0x7000), Translation(0x5000, k4K, {1, 2}));  // replaced by a translation
+  EXPECT_EQ(cache.negative_size(), 0u);
+  EXPECT_FALSE(cache.Find(kRootA, Va(0x7000))->negative());
+  cache.InsertFault(kRootB, Va(0x7000), partial, cause);
+  EXPECT_EQ(cache.EraseRoot(kRootB), 1u);
+  cache.InsertFault(kRootB, Va(0x7000), partial, cause);
+  cache.Clear();
+  EXPECT_EQ(cache.negative_size(), 0u);
+}
+
 TEST(V2pCacheTest, MemoryUsagePerEntry) {
   V2pCache cache;
-  const size_t empty = cache.MemoryUsage();
-  EXPECT_LT(empty / cache.capacity(), 150u);
-  EXPECT_GT(empty / cache.capacity(), 88u);
+  EXPECT_LT(cache.MemoryUsage(), 1024u);  // nothing up front
+  // Full, with the table frames shared as in a real address space.
+  for (uint64_t p = 0; p < cache.capacity(); ++p) {
+    cache.Insert(kRootA, Va(p << 12), Translation(p << 12, k4K, {1, 2, 3 + p / 512}));
+  }
+  const size_t full = cache.MemoryUsage();
+  EXPECT_LT(full / cache.capacity(), 200u);
+  EXPECT_GT(full / cache.capacity(), 128u);
+  cache.Insert(kRootB, Va(0x1000), Translation(0x1000, k4K, {1, 2, 3}));  // an eviction
+  EXPECT_EQ(cache.MemoryUsage(), full);
 }
 
 // Brute-force table-frame counts of what the cache holds, from the last

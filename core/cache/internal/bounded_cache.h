@@ -1,16 +1,20 @@
-// BoundedCache: the fixed-capacity, O(1) map with CLOCK replacement that both
+// BoundedCache: the bounded, O(1) map with CLOCK replacement that both
 // PageCache and V2pCache are built on. Not for use outside core/cache.
 //
-// Structure: a preallocated slot array (slot 0 is a permanently free sentinel,
-// entries live in slots 1..capacity) and an absl::flat_hash_map<Key, uint32_t>
-// from key to slot, reserved for `capacity` entries so that steady-state
-// inserts and evictions never allocate. In front of the index sits a memo: a
-// small direct-mapped array, indexed by the key's hash, of the slot last hit
-// or filled for a key with that hash (one uint32 per entry, at most 16384). A
-// hit in it costs one load from that compact array instead of the index's two
-// dependent probes (control bytes, then key/slot pair), which matters once the
-// hot set outgrows L1. It needs no invalidation: it is trusted only when the
-// slot it names is occupied by the very key being looked up.
+// Structure: a slot array (slot 0 is a permanently free sentinel, entries
+// live in slots 1..capacity) and an absl::flat_hash_map<Key, uint32_t> from
+// key to slot. Storage grows with use: a new cache allocates nothing beyond
+// its sentinel, the slot array and the index grow (amortised O(1)) until the
+// cache holds `capacity` entries, and from then on inserts and evictions
+// allocate nothing. A cold start therefore pays only for what it uses, not
+// for page faults on capacity it never fills. In front of the index sits a
+// memo: a small direct-mapped array, indexed by the key's hash, of the slot
+// last hit or filled for a key with that hash (one uint32 per entry; grown
+// with the cache, at 64 entries per key, up to min(capacity, 16384)). A hit in it costs one load from that compact
+// array instead of the index's two dependent probes (control bytes, then
+// key/slot pair), which matters once the hot set outgrows L1. It needs no
+// invalidation: it is trusted only when the slot it names is occupied by the
+// very key being looked up.
 //
 // Policy (CLOCK, second chance), specified exactly because tests depend on it:
 // - Every occupied slot has a reference bit. Find sets it on a hit. A new
@@ -21,6 +25,9 @@
 // - Otherwise the hand sweeps from its position, clearing set bits, and
 //   evicts the first entry whose bit is already clear; the new entry takes
 //   that slot and the hand stops just past it. The hand starts at slot 1.
+//   An entry whose bit is clear is also spared (once) when the listener's
+//   TakeReference says it was used by another route (VmiCore's software
+//   TLB serves hits without touching the cache).
 // - Resize first evicts by the same sweep until the entries fit, then packs
 //   the survivors into slots 1..n in clock order starting at the hand, and
 //   puts the hand back on slot 1.
@@ -54,13 +61,21 @@ inline uint64_t Mix64(uint64_t x) {
 }
 
 // Hooks a cache may hang on entry changes (V2pCache counts page-table frames,
-// PageCache counts owned bytes). OnClear replaces one OnRemove per entry.
+// PageCache counts owned bytes, both keep VmiCore's TLB subordinate to them).
+// OnClear replaces one OnRemove per entry. TakeReference(key, value) is asked
+// when the clock is about to evict an entry whose bit is clear: true spares it
+// once (it was used where the cache could not see it) and must reset whatever
+// recorded that use.
 struct NoopListener {
   template <typename K, typename V>
   void OnInsert(const K&, const V&) {}
   template <typename K, typename V>
   void OnRemove(const K&, const V&) {}
   void OnClear() {}
+  template <typename K, typename V>
+  bool TakeReference(const K&, const V&) {
+    return false;
+  }
 };
 
 template <typename Key, typename Value, typename Hash, typename Listener = NoopListener>
@@ -68,16 +83,25 @@ class BoundedCache {
  public:
   // Slot indices are uint32_t; capacities are clamped to this.
   static constexpr size_t kMaxCapacity = size_t{1} << 30;
-  // Entries of the memo in front of the index (64 KiB at most).
+  // Entries of the memo in front of the index (64 KiB at most; 64 bytes to
+  // start with).
   static constexpr size_t kMaxMemo = 16384;
+  static constexpr size_t kMinMemo = 16;
+  // While growing, the memo keeps at least this many entries per key (up to
+  // its final size), so that keys rarely share one.
+  static constexpr size_t kMemoPerEntry = 64;
 
   explicit BoundedCache(size_t capacity, Listener listener = Listener())
-      : listener_(std::move(listener)) {
-    Rebuild(std::min(capacity, kMaxCapacity));
+      : capacity_(static_cast<uint32_t>(std::min(capacity, kMaxCapacity))),
+        listener_(std::move(listener)) {
+    slots_.resize(1);
+    memo_.assign(kMinMemo, 0);
+    memo_mask_ = kMinMemo - 1;
   }
 
-  // The hit path: the memo, then one hash lookup. Inline on purpose.
-  const Value* Find(const Key& key) {
+  // The hit path: the memo, then one hash lookup. Forced inline: it is the
+  // hot path of every translation.
+  [[gnu::always_inline]] const Value* Find(const Key& key) {
     const size_t hash = Hash()(key);
     uint32_t& memo = memo_[hash & memo_mask_];
     Slot& remembered = slots_[memo];
@@ -129,6 +153,10 @@ class BoundedCache {
     if (!free_.empty()) {
       index = free_.back();
       free_.pop_back();
+    } else if (slots_.size() <= capacity_) {
+      index = static_cast<uint32_t>(slots_.size());
+      GrowSlots();
+      slots_.emplace_back();
     } else {
       index = EvictOne();
     }
@@ -138,6 +166,9 @@ class BoundedCache {
     slot.state = kUnreferenced;
     index_.emplace(key, index);
     listener_.OnInsert(slot.key, slot.value);
+    if (index_.size() * kMemoPerEntry > memo_.size() && memo_.size() < MemoTarget(capacity_)) {
+      GrowMemo();
+    }
     Remember(key, index);
     return slot.value;
   }
@@ -156,7 +187,7 @@ class BoundedCache {
   template <typename Pred>
   size_t EraseIf(Pred pred) {
     size_t erased = 0;
-    for (uint32_t i = 1; i <= capacity_; ++i) {
+    for (uint32_t i = 1; i < slots_.size(); ++i) {
       Slot& slot = slots_[i];
       if (slot.state == kFree ||
           !pred(static_cast<const Key&>(slot.key), static_cast<const Value&>(slot.value))) {
@@ -173,17 +204,27 @@ class BoundedCache {
   // Calls fn(key, value) for every entry, in slot order.
   template <typename Fn>
   void ForEach(Fn fn) const {
-    for (uint32_t i = 1; i <= capacity_; ++i) {
+    for (uint32_t i = 1; i < slots_.size(); ++i) {
       if (slots_[i].state != kFree) fn(slots_[i].key, slots_[i].value);
     }
   }
 
-  // Drops every entry (not counted as evictions or invalidations).
+  // Drops every entry (not counted as evictions or invalidations). Keeps the
+  // storage for reuse (Resize releases it); costs O(1) for trivially
+  // destructible values beyond the index's own clear.
   void Clear() {
     index_.clear();
-    Rebuild(capacity_);
+    slots_.resize(1);
+    free_.clear();
+    hand_ = 1;
+    memo_.assign(kMinMemo, 0);
+    memo_mask_ = kMinMemo - 1;
+    transient_ = Value();
+    listener_.OnClear();
   }
 
+  // Sets the capacity, evicting by policy down to it; releases storage
+  // beyond what the remaining entries need.
   void Resize(size_t capacity) {
     capacity = std::min(capacity, kMaxCapacity);
     while (index_.size() > capacity) FreeSlot(EvictOne());
@@ -225,7 +266,33 @@ class BoundedCache {
 
   void Remember(const Key& key, uint32_t index) { memo_[Hash()(key) & memo_mask_] = index; }
 
-  uint32_t NextSlot(uint32_t i) const { return i == capacity_ ? 1 : i + 1; }
+  // The slot after i, wrapping over the slots allocated so far (all of them
+  // once the cache has been full).
+  uint32_t NextSlot(uint32_t i) const { return i + 1 >= slots_.size() ? 1 : i + 1; }
+
+  // Room for one more slot: doubling, but never past capacity + 1, so that a
+  // full cache holds exactly the storage a preallocated one would. When the
+  // slots reach capacity, the free list gets its full size too: from then on
+  // nothing allocates.
+  void GrowSlots() {
+    if (slots_.size() < slots_.capacity()) return;
+    const size_t full = size_t{capacity_} + 1;
+    slots_.reserve(std::min(std::max<size_t>(2 * slots_.size(), 16), full));
+    if (slots_.capacity() == full) free_.reserve(capacity_);
+  }
+
+  static size_t MemoTarget(size_t capacity) {
+    size_t memo_size = kMinMemo;
+    while (memo_size < std::min(capacity, kMaxMemo)) memo_size *= 2;
+    return memo_size;
+  }
+  // Doubles the memo and refills it from the index (amortised O(1): it
+  // happens when the cache has doubled since the last time).
+  void GrowMemo() {
+    memo_.assign(memo_.size() * 2, 0);
+    memo_mask_ = memo_.size() - 1;
+    for (const auto& [key, index] : index_) Remember(key, index);
+  }
 
   // Runs the clock until it finds a victim; removes it from the index and
   // returns its (now free, not yet in free_) slot. Requires a full cache.
@@ -239,6 +306,10 @@ class BoundedCache {
         continue;
       }
       if (slot.state == kFree) continue;  // only while Resize shrinks a partly empty cache
+      if (listener_.TakeReference(static_cast<const Key&>(slot.key),
+                                  static_cast<const Value&>(slot.value))) {
+        continue;
+      }
       index_.erase(slot.key);
       listener_.OnRemove(slot.key, slot.value);
       slot.value = Value();
@@ -260,16 +331,16 @@ class BoundedCache {
   }
 
   // Reallocates for `capacity`, keeping the entries still in the index (they
-  // must fit) packed in clock order from the hand. Clear empties the index
-  // first, which drops them all.
+  // must fit) packed in clock order from the hand, in storage sized for them
+  // alone (it grows again with use).
   void Rebuild(size_t capacity) {
-    std::vector<Slot> slots(capacity + 1);
+    std::vector<Slot> slots(index_.size() + 1);
     Index index;
-    index.reserve(capacity);
+    index.reserve(index_.size());
     uint32_t next = 1;
     if (!index_.empty()) {
       uint32_t i = hand_;
-      for (uint32_t n = 0; n < capacity_; ++n, i = NextSlot(i)) {
+      for (size_t n = 1; n < slots_.size(); ++n, i = NextSlot(i)) {
         if (slots_[i].state == kFree) continue;
         index.emplace(slots_[i].key, next);
         slots[next++] = std::move(slots_[i]);
@@ -280,21 +351,22 @@ class BoundedCache {
     capacity_ = static_cast<uint32_t>(capacity);
     free_.clear();
     free_.shrink_to_fit();
-    free_.reserve(capacity);
-    for (uint32_t i = capacity_; i >= next; --i) free_.push_back(i);
     if (index_.empty()) listener_.OnClear();
     hand_ = 1;
-    size_t memo_size = 1;
-    while (memo_size < std::min(capacity, kMaxMemo)) memo_size *= 2;
+    size_t memo_size = kMinMemo;
+    while (memo_size < index_.size() * kMemoPerEntry && memo_size < MemoTarget(capacity_)) {
+      memo_size *= 2;
+    }
     memo_.assign(memo_size, 0);
     memo_mask_ = memo_size - 1;
+    for (const auto& [key, slot] : index_) Remember(key, slot);
     transient_ = Value();
   }
 
   std::vector<Slot> slots_;
   Index index_;
   std::vector<uint32_t> free_;  // a stack: back() is handed out next
-  uint32_t capacity_ = 0;
+  uint32_t capacity_;
   uint32_t hand_ = 1;
   // Direct-mapped by hash: the slot of the last key hit or inserted there
   // (0 = the free sentinel). Small enough to stay in L1.
