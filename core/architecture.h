@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/address_context.h"
+#include "core/error.h"
 #include "core/types.h"
 
 namespace vmi {
@@ -41,6 +42,8 @@ struct PagePermissions {
 };
 
 // The result of translating one virtual address: what the V2P cache stores.
+// A failed walk fills table_gfns and levels as far as it got (the V2P cache
+// keeps those for a cached failure).
 struct PageTranslation {
   static constexpr int kMaxLevels = 5;
 
@@ -80,7 +83,7 @@ concept Architecture = requires {
     std::is_trivially_copyable_v<typename A::GpRegisters> &&
     requires(Pa pa, Gfn gfn, Va va, const typename A::Registers& regs,
              core_internal::PageReaderArchetype& reader, AddressContext ctx,
-             typename A::PagingMode mode) {
+             typename A::PagingMode mode, PageTranslation& translation) {
   { A::GfnFromPa(pa) } -> std::same_as<Gfn>;
   { A::PaFromGfn(gfn) } -> std::same_as<Pa>;
   { A::PageOffset(va.value()) } -> std::same_as<uint64_t>;
@@ -88,7 +91,10 @@ concept Architecture = requires {
   { A::InstructionPointer(regs) } -> std::same_as<Va>;
   { A::StackPointer(regs) } -> std::same_as<Va>;
   { A::PagingModeOf(regs) } -> std::same_as<typename A::PagingMode>;
-  { A::Translate(reader, ctx, mode) } -> std::same_as<absl::StatusOr<PageTranslation>>;
+  // The hot-path walk: fills `translation` and returns OK, or returns why it
+  // failed as a compact fault (no message built) or, when the reader fails,
+  // the reader's status. Table frames read are recorded either way.
+  { A::TranslateInto(reader, ctx, mode, translation) } -> std::same_as<FaultStatus>;
   { A::WalkPage(reader, ctx, mode) } -> std::same_as<absl::StatusOr<typename A::Walk>>;
 };
 

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/address_context.h"
+#include "core/error.h"
 #include "core/event.h"
 #include "core/vmi_core.h"
 
@@ -76,43 +77,43 @@ class VmiState {
     }
   }
 
-  absl::StatusOr<Pa> Translate(Va va) const { return core().Translate(Address(va)); }
+  FaultOr<Pa> Translate(Va va) const { return core().Translate(Address(va)); }
 
-  absl::Status Read(Va va, absl::Span<uint8_t> out) const { return ReadIn(Virtual(va), out); }
-  absl::Status ReadIn(const AccessContext& ctx, absl::Span<uint8_t> out) const {
+  FaultStatus Read(Va va, absl::Span<uint8_t> out) const { return ReadIn(Virtual(va), out); }
+  FaultStatus ReadIn(const AccessContext& ctx, absl::Span<uint8_t> out) const {
     return core().Read(ctx, out);
   }
-  absl::StatusOr<uint8_t> ReadU8(Va va) const { return core().ReadU8(Virtual(va)); }
-  absl::StatusOr<uint16_t> ReadU16(Va va) const { return core().ReadU16(Virtual(va)); }
-  absl::StatusOr<uint32_t> ReadU32(Va va) const { return core().ReadU32(Virtual(va)); }
-  absl::StatusOr<uint64_t> ReadU64(Va va) const { return core().ReadU64(Virtual(va)); }
-  absl::StatusOr<uint8_t> ReadU8In(const AccessContext& c) const { return core().ReadU8(c); }
-  absl::StatusOr<uint16_t> ReadU16In(const AccessContext& c) const { return core().ReadU16(c); }
-  absl::StatusOr<uint32_t> ReadU32In(const AccessContext& c) const { return core().ReadU32(c); }
-  absl::StatusOr<uint64_t> ReadU64In(const AccessContext& c) const { return core().ReadU64(c); }
+  FaultOr<uint8_t> ReadU8(Va va) const { return core().ReadU8(Virtual(va)); }
+  FaultOr<uint16_t> ReadU16(Va va) const { return core().ReadU16(Virtual(va)); }
+  FaultOr<uint32_t> ReadU32(Va va) const { return core().ReadU32(Virtual(va)); }
+  FaultOr<uint64_t> ReadU64(Va va) const { return core().ReadU64(Virtual(va)); }
+  FaultOr<uint8_t> ReadU8In(const AccessContext& c) const { return core().ReadU8(c); }
+  FaultOr<uint16_t> ReadU16In(const AccessContext& c) const { return core().ReadU16(c); }
+  FaultOr<uint32_t> ReadU32In(const AccessContext& c) const { return core().ReadU32(c); }
+  FaultOr<uint64_t> ReadU64In(const AccessContext& c) const { return core().ReadU64(c); }
   // A pointer of the vCPU's width.
-  absl::StatusOr<Va> ReadVa(Va va) const { return core().ReadVa(Virtual(va), address_width()); }
-  absl::StatusOr<Va> ReadVaIn(const AccessContext& c) const {
+  FaultOr<Va> ReadVa(Va va) const { return core().ReadVa(Virtual(va), address_width()); }
+  FaultOr<Va> ReadVaIn(const AccessContext& c) const {
     return core().ReadVa(c, address_width());
   }
-  absl::StatusOr<std::string> ReadString(Va va, size_t limit = 4096) const {
+  FaultOr<std::string> ReadString(Va va, size_t limit = 4096) const {
     return core().ReadString(Virtual(va), limit);
   }
-  absl::StatusOr<std::string> ReadStringIn(const AccessContext& c, size_t limit = 4096) const {
+  FaultOr<std::string> ReadStringIn(const AccessContext& c, size_t limit = 4096) const {
     return core().ReadString(c, limit);
   }
-  absl::StatusOr<std::string> ReadWString(Va va, size_t limit = 4096) const {
+  FaultOr<std::string> ReadWString(Va va, size_t limit = 4096) const {
     return core().ReadWString(Virtual(va), limit);
   }
-  absl::StatusOr<std::string> ReadWStringIn(const AccessContext& c, size_t limit = 4096) const {
+  FaultOr<std::string> ReadWStringIn(const AccessContext& c, size_t limit = 4096) const {
     return core().ReadWString(c, limit);
   }
   template <typename T>
-  absl::StatusOr<T> ReadStruct(Va va) const {
+  FaultOr<T> ReadStruct(Va va) const {
     return core().template ReadStruct<T>(Virtual(va));
   }
   template <typename T>
-  absl::StatusOr<T> ReadStructIn(const AccessContext& c) const {
+  FaultOr<T> ReadStructIn(const AccessContext& c) const {
     return core().template ReadStruct<T>(c);
   }
 

@@ -1,20 +1,35 @@
-// VmiCore<Driver>: the driver plus two caches, and the access API every VMI
+// VmiCore<Driver>: the driver plus its caches, and the access API every VMI
 // tool lives on: physical and virtual reads and writes of any size,
 // integers, addresses, strings, structs; translation; and pass-throughs to
 // every other capability, each present only when the driver has it.
 //
-// Hot path: Read -> V2P cache -> page cache -> memcpy. A read crossing pages
-// translates once per 4 KiB page, never per byte.
+// Hot path: a virtual read is one probe of the software TLB ((root, virtual
+// page) -> host address of a live page) and the copy. On a TLB miss: V2P
+// cache -> page cache -> copy, and the TLB is filled when the page is live.
+// A read crossing pages translates once per 4 KiB page, never per byte.
+//
+// Faults: translation failures come back as compact values (FaultOr<T>,
+// FaultStatus; core/error.h): no message is formatted and nothing allocated
+// until someone asks for the status, so a failed probe costs about what a
+// hit does. Failed walks (not-present or malformed entries) are cached in
+// the V2P cache as negative entries under the same rules as translations
+// (cache_translation_faults, on by default); non-canonical addresses need no
+// walk and are not cached.
 //
 // Coherence: a write through VmiCore never leaves a cache serving stale data.
 // The written frame's page-cache entry is replaced by the page the driver
 // returns after the write (an owned copy would otherwise go stale), and every
-// V2P entry whose walk read that frame as a page table is dropped. Writes the
-// *guest* makes are invisible to VmiCore: live (zero-copy) pages stay coherent
-// by construction, owned copies and V2P entries do not, which is why the event
-// loop flushes the V2P cache per event by default, and why a driver that
-// returns owned copies should be used with the page cache flushed per event
-// too (see VmiEventLoopOptions).
+// V2P entry (positive or negative) whose walk read that frame as a page table
+// is dropped. The TLB holds nothing the two caches do not: every entry
+// leaving either cache (eviction, flush of all / a root / an entry, write
+// invalidation, disabling, resizing, a paging-mode change) drops the TLB
+// entries that depended on it, and pages a driver hands out as owned copies
+// are never entered. Writes the *guest* makes are invisible to VmiCore: live
+// (zero-copy) pages stay coherent by construction, owned copies and V2P
+// entries (negative ones included, and so the TLB) do not, which is why the
+// event loop flushes the V2P cache per event by default, and why a driver
+// that returns owned copies should be used with the page cache flushed per
+// event too (see VmiEventLoopOptions).
 //
 // Partial failure: a multi-page read or write first translates every page; a
 // translation fault reports the exact (va, root) of the page that failed and
@@ -46,6 +61,7 @@
 #include "core/address_context.h"
 #include "core/architecture.h"
 #include "core/cache/page_cache.h"
+#include "core/cache/soft_tlb.h"
 #include "core/cache/v2p_cache.h"
 #include "core/driver.h"
 #include "core/error.h"
@@ -60,6 +76,10 @@ struct VmiCoreOptions {
   size_t v2p_cache_capacity = V2pCache::kDefaultCapacity;    // 4 KiB translations
   bool page_cache_enabled = true;
   bool v2p_cache_enabled = true;
+  size_t tlb_entries = SoftTlb::kDefaultEntries;  // 0: no TLB
+  bool tlb_enabled = true;
+  // Keep failed walks in the V2P cache as negative entries.
+  bool cache_translation_faults = true;
 };
 
 template <VmiDriver Driver>
@@ -70,12 +90,20 @@ class VmiCore {
   using Registers = typename Arch::Registers;
   static constexpr uint64_t kPageSize = Arch::kPageSize;
 
+  static_assert(kPageSize == (uint64_t{1} << SoftTlb::kPageShift),
+                "the V2P cache and the TLB work in 4 KiB pages");
+
   explicit VmiCore(Driver driver, VmiCoreOptions options = {})
       : driver_(std::move(driver)),
+        tlb_(options.tlb_entries),
         page_cache_(options.page_cache_capacity),
-        v2p_cache_(options.v2p_cache_capacity) {
+        v2p_cache_(options.v2p_cache_capacity),
+        cache_translation_faults_(options.cache_translation_faults) {
+    page_cache_.AttachTlb(&tlb_);
+    v2p_cache_.AttachTlb(&tlb_);
     page_cache_.SetEnabled(options.page_cache_enabled);
     v2p_cache_.SetEnabled(options.v2p_cache_enabled);
+    tlb_.SetEnabled(options.tlb_enabled);
   }
 
   VmiCore(const VmiCore&) = delete;
@@ -99,6 +127,15 @@ class VmiCore {
 
   PageCache& page_cache() { return page_cache_; }
   V2pCache& v2p_cache() { return v2p_cache_; }
+  // The TLB follows the two caches by itself; this is for its statistics and
+  // for SetEnabled.
+  SoftTlb& tlb() { return tlb_; }
+  bool cache_translation_faults() const { return cache_translation_faults_; }
+  // Turning it off also drops the negative entries cached so far.
+  void SetCacheTranslationFaults(bool on) {
+    cache_translation_faults_ = on;
+    if (!on) v2p_cache_.EraseNegative();
+  }
   void FlushPageCache() { page_cache_.Clear(); }
   void FlushPageCacheEntry(Gfn gfn) { page_cache_.Erase(gfn); }
   void FlushV2pCache() { v2p_cache_.Clear(); }
@@ -116,24 +153,27 @@ class VmiCore {
     return *page;
   }
 
-  // va -> pa through the V2P cache.
-  absl::StatusOr<Pa> Translate(AddressContext ctx)
+  // va -> pa through the V2P cache. A failure is a compact fault (see the
+  // file comment); a cached failure is served like a cached translation.
+  [[gnu::always_inline]] FaultOr<Pa> Translate(AddressContext ctx)
     requires VmiRead<Driver>
   {
     if (v2p_cache_.enabled()) {
-      if (const V2pEntry* e = v2p_cache_.Find(ctx.root, ctx.va)) return e->Apply(ctx.va);
+      if (const V2pEntry* e = v2p_cache_.Find(ctx.root, ctx.va)) {
+        if (!e->negative()) [[likely]] return e->Apply(ctx.va);
+        return CachedFault(*e, ctx);
+      }
     }
     return TranslateSlow(ctx);
   }
 
-  // The full translation (page size, permissions, tables) through the V2P
-  // cache where possible.
-  absl::StatusOr<PageTranslation> TranslatePage(AddressContext ctx)
+  // The full translation (page size, permissions, tables), always walked
+  // (table pages through the page cache); the result fills the V2P cache.
+  FaultOr<PageTranslation> TranslatePage(AddressContext ctx)
     requires VmiRead<Driver>
   {
-    CachedReader reader{this};
-    VMI_ASSIGN_OR_RETURN(PageTranslation t, Arch::Translate(reader, ctx, paging_mode_));
-    if (v2p_cache_.enabled()) v2p_cache_.Insert(ctx.root, ctx.va, t);
+    PageTranslation t;
+    VMI_FAULT_RETURN_IF_ERROR(WalkAndCache(ctx, t));
     return t;
   }
 
@@ -147,7 +187,7 @@ class VmiCore {
   }
 
   // The guest-physical address an access context reaches.
-  absl::StatusOr<Pa> TranslateAccess(const AccessContext& ctx)
+  FaultOr<Pa> TranslateAccess(const AccessContext& ctx)
     requires VmiRead<Driver>
   {
     if (ctx.is_physical()) return Pa(ctx.address);
@@ -156,14 +196,17 @@ class VmiCore {
 
   // ---- Reads (VmiRead) ----
 
-  absl::Status Read(const AccessContext& ctx, absl::Span<uint8_t> out)
+  // Reads (and the string and struct reads below) return FaultStatus /
+  // FaultOr<T>: use them as absl::Status / absl::StatusOr<T>, to which they
+  // convert; a translation fault stays compact until its status is asked for.
+  FaultStatus Read(const AccessContext& ctx, absl::Span<uint8_t> out)
     requires VmiRead<Driver>
   {
     const uint64_t first_offset = ctx.address & (kPageSize - 1);
     if (first_offset + out.size() <= kPageSize) {  // the common single-page case
-      VMI_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, ctx.address));
+      VMI_FAULT_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, ctx.address));
       std::memcpy(out.data(), src, out.size());
-      return absl::OkStatus();
+      return FaultStatus();
     }
     // Page by page: one translation and one page lookup per 4 KiB. On error
     // the contents of `out` are unspecified.
@@ -171,40 +214,52 @@ class VmiCore {
     while (done < out.size()) {
       const uint64_t address = ctx.address + done;
       const size_t chunk = std::min<uint64_t>(out.size() - done, kPageSize - (address & (kPageSize - 1)));
-      VMI_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, address));
+      VMI_FAULT_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, address));
       std::memcpy(out.data() + done, src, chunk);
       done += chunk;
     }
-    return absl::OkStatus();
+    return FaultStatus();
   }
 
+  // A virtual read within one page that hits the TLB is inlined into the
+  // caller: one probe and the copy. Everything else is out of line.
   template <typename T>
     requires VmiRead<Driver> && std::is_trivially_copyable_v<T>
-  absl::StatusOr<T> ReadStruct(const AccessContext& ctx) {
-    T value;
-    if ((ctx.address & (kPageSize - 1)) + sizeof(T) <= kPageSize) {
-      VMI_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, ctx.address));
-      std::memcpy(&value, src, sizeof(T));
-      return value;
+  [[gnu::always_inline]] FaultOr<T> ReadStruct(const AccessContext& ctx) {
+    const uint64_t offset = ctx.address & (kPageSize - 1);
+    if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism);
+        paging != nullptr && offset + sizeof(T) <= kPageSize) [[likely]] {
+      if (const uint8_t* page = tlb_.Find(paging->root, Va(ctx.address))) [[likely]] {
+        T value;
+        std::memcpy(&value, page + offset, sizeof(T));
+        return value;
+      }
     }
-    VMI_RETURN_IF_ERROR(Read(ctx, absl::MakeSpan(reinterpret_cast<uint8_t*>(&value), sizeof(T))));
-    return value;
+    return ReadStructSlow<T>(ctx);
   }
-  absl::StatusOr<uint8_t> ReadU8(const AccessContext& ctx) requires VmiRead<Driver> {
+  [[gnu::always_inline]] FaultOr<uint8_t> ReadU8(const AccessContext& ctx)
+    requires VmiRead<Driver>
+  {
     return ReadStruct<uint8_t>(ctx);
   }
-  absl::StatusOr<uint16_t> ReadU16(const AccessContext& ctx) requires VmiRead<Driver> {
+  [[gnu::always_inline]] FaultOr<uint16_t> ReadU16(const AccessContext& ctx)
+    requires VmiRead<Driver>
+  {
     return ReadStruct<uint16_t>(ctx);
   }
-  absl::StatusOr<uint32_t> ReadU32(const AccessContext& ctx) requires VmiRead<Driver> {
+  [[gnu::always_inline]] FaultOr<uint32_t> ReadU32(const AccessContext& ctx)
+    requires VmiRead<Driver>
+  {
     return ReadStruct<uint32_t>(ctx);
   }
-  absl::StatusOr<uint64_t> ReadU64(const AccessContext& ctx) requires VmiRead<Driver> {
+  [[gnu::always_inline]] FaultOr<uint64_t> ReadU64(const AccessContext& ctx)
+    requires VmiRead<Driver>
+  {
     return ReadStruct<uint64_t>(ctx);
   }
 
   // An address of `width` bytes (4 or 8), zero-extended.
-  absl::StatusOr<uint64_t> ReadAddress(const AccessContext& ctx, int width)
+  FaultOr<uint64_t> ReadAddress(const AccessContext& ctx, int width)
     requires VmiRead<Driver>
   {
     if (width == 8) return ReadU64(ctx);
@@ -212,21 +267,21 @@ class VmiCore {
     return absl::InvalidArgumentError(
         absl::StrFormat("read_address(%s): width %d is not 4 or 8", ctx, width));
   }
-  absl::StatusOr<Va> ReadVa(const AccessContext& ctx, int width = 8) requires VmiRead<Driver> {
-    VMI_ASSIGN_OR_RETURN(uint64_t v, ReadAddress(ctx, width));
+  FaultOr<Va> ReadVa(const AccessContext& ctx, int width = 8) requires VmiRead<Driver> {
+    VMI_FAULT_ASSIGN_OR_RETURN(uint64_t v, ReadAddress(ctx, width));
     return Va(v);
   }
 
   // A NUL-terminated byte string of at most `limit` bytes (the terminator
   // not counted); stops at the limit without error. Reads page by page, so a
   // short string near an unmapped page does not fault.
-  absl::StatusOr<std::string> ReadString(const AccessContext& ctx, size_t limit = 4096)
+  FaultOr<std::string> ReadString(const AccessContext& ctx, size_t limit = 4096)
     requires VmiRead<Driver>
   {
     std::string out;
     uint64_t address = ctx.address;
     while (out.size() < limit) {
-      VMI_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, address));
+      VMI_FAULT_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, address));
       const size_t avail = std::min<uint64_t>(kPageSize - (address & (kPageSize - 1)), limit - out.size());
       const void* nul = std::memchr(src, 0, avail);
       const size_t n = nul ? static_cast<const uint8_t*>(nul) - src : avail;
@@ -239,7 +294,7 @@ class VmiCore {
 
   // A NUL-terminated UTF-16LE string of at most `limit` code units, as UTF-8.
   // Unpaired surrogates become U+FFFD.
-  absl::StatusOr<std::string> ReadWString(const AccessContext& ctx, size_t limit = 4096)
+  FaultOr<std::string> ReadWString(const AccessContext& ctx, size_t limit = 4096)
     requires VmiRead<Driver>
   {
     std::u16string units;
@@ -247,7 +302,7 @@ class VmiCore {
     while (units.size() < limit) {
       uint8_t pair[2];
       // A code unit may straddle a page boundary only at odd addresses.
-      VMI_RETURN_IF_ERROR(Read(AccessContext(address, ctx.mechanism), absl::MakeSpan(pair)));
+      VMI_FAULT_RETURN_IF_ERROR(Read(AccessContext(address, ctx.mechanism), absl::MakeSpan(pair)));
       const char16_t unit = static_cast<char16_t>(pair[0] | (pair[1] << 8));
       if (unit == 0) break;
       units.push_back(unit);
@@ -490,48 +545,111 @@ class VmiCore {
     return &page_cache_.Insert(gfn, *std::move(page));
   }
 
-  absl::StatusOr<Pa> TranslateSlow(AddressContext ctx) {
+  bool PageCacheStores() const { return page_cache_.enabled() && page_cache_.capacity() != 0; }
+  bool V2pCacheStores() const { return v2p_cache_.enabled() && v2p_cache_.capacity() != 0; }
+
+  // Walks `ctx` and caches the outcome: a translation, or a failed walk as a
+  // negative entry (not a bad address: that needs no walk; not a reader
+  // error: that may be transient).
+  FaultStatus WalkAndCache(AddressContext ctx, PageTranslation& t) {
     CachedReader reader{this};
-    VMI_ASSIGN_OR_RETURN(PageTranslation t, Arch::Translate(reader, ctx, paging_mode_));
-    if (v2p_cache_.enabled()) v2p_cache_.Insert(ctx.root, ctx.va, t);
+    FaultStatus walked = Arch::TranslateInto(reader, ctx, paging_mode_, t);
+    if (!v2p_cache_.enabled()) return walked;
+    if (walked.ok()) {
+      v2p_cache_.Insert(ctx.root, ctx.va, t);
+    } else if (const TranslationFault* f = walked.fault();
+               f != nullptr && cache_translation_faults_ &&
+               f->cause.kind != FaultCause::Kind::kBadAddress) {
+      v2p_cache_.InsertFault(ctx.root, ctx.va, t, f->cause);
+    }
+    return walked;
+  }
+
+  [[gnu::noinline]] static FaultOr<Pa> CachedFault(const V2pEntry& e, AddressContext ctx) {
+    return e.FaultAt(ctx);
+  }
+
+  [[gnu::noinline]] FaultOr<Pa> TranslateSlow(AddressContext ctx,
+                                              PagePermissions* permissions = nullptr) {
+    PageTranslation t;
+    VMI_FAULT_RETURN_IF_ERROR(WalkAndCache(ctx, t));
+    if (permissions != nullptr) *permissions = t.permissions;
     return t.pa;
   }
 
+  // ReadStruct past the inlined TLB probe (which, for a virtual single-page
+  // read, has already missed).
+  template <typename T>
+  [[gnu::noinline]] FaultOr<T> ReadStructSlow(const AccessContext& ctx) {
+    T value;
+    const uint64_t offset = ctx.address & (kPageSize - 1);
+    if (offset + sizeof(T) <= kPageSize) {
+      const uint8_t* src;
+      if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism)) {
+        VMI_FAULT_ASSIGN_OR_RETURN(
+            src, PageBytesAfterTlbMiss(AddressContext(Va(ctx.address), paging->root)));
+      } else {
+        VMI_FAULT_ASSIGN_OR_RETURN(src, PageBytes(ctx, ctx.address));
+      }
+      std::memcpy(&value, src, sizeof(T));
+      return value;
+    }
+    VMI_FAULT_RETURN_IF_ERROR(
+        Read(ctx, absl::MakeSpan(reinterpret_cast<uint8_t*>(&value), sizeof(T))));
+    return value;
+  }
+
   // Pointer to the byte at `address` (in ctx's address space) inside its
-  // page; valid until the next cache mutation. The hit path (V2P hit, page
-  // hit) is forced inline; each miss goes to an out-of-line function that
-  // does not look the cache up again (hits and misses are counted once).
-  [[gnu::always_inline]] absl::StatusOr<const uint8_t*> PageBytes(const AccessContext& ctx,
-                                                                   uint64_t address) {
-    Pa pa(address);
+  // page; valid until the next cache mutation. The hit paths (a TLB hit for
+  // a virtual address, a page hit for a physical one) are forced inline;
+  // each miss goes to an out-of-line function that does not look the same
+  // cache up again (hits and misses are counted once).
+  [[gnu::always_inline]] FaultOr<const uint8_t*> PageBytes(const AccessContext& ctx,
+                                                          uint64_t address) {
+    const uint64_t offset = address & (kPageSize - 1);
     if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism)) {
-      const V2pEntry* e = v2p_cache_.enabled() ? v2p_cache_.Find(paging->root, Va(address)) : nullptr;
-      if (e == nullptr) return PageBytesAfterV2pMiss(AddressContext(Va(address), paging->root));
-      pa = e->Apply(Va(address));
+      if (const uint8_t* page = tlb_.Find(paging->root, Va(address))) return page + offset;
+      return PageBytesAfterTlbMiss(AddressContext(Va(address), paging->root));
+    }
+    if (const MappedPage* page = page_cache_.Find(Arch::GfnFromPa(Pa(address)))) {
+      return page->data() + offset;
+    }
+    return PageBytesAfterPageMiss(Pa(address));
+  }
+
+  // V2P cache (or walk), then page cache (or driver); enters the page in the
+  // TLB when both caches hold it and it is live.
+  [[gnu::noinline]] FaultOr<const uint8_t*> PageBytesAfterTlbMiss(AddressContext actx) {
+    Pa pa;
+    PagePermissions permissions;
+    const V2pEntry* e = v2p_cache_.enabled() ? v2p_cache_.Find(actx.root, actx.va) : nullptr;
+    if (e != nullptr) {
+      if (e->negative()) return e->FaultAt(actx);
+      pa = e->Apply(actx.va);
+      permissions = e->permissions;
+    } else {
+      VMI_FAULT_ASSIGN_OR_RETURN(pa, TranslateSlow(actx, &permissions));
     }
     const Gfn gfn = Arch::GfnFromPa(pa);
-    if (const MappedPage* page = page_cache_.Find(gfn)) {
-      return page->data() + Arch::PageOffset(pa.value());
+    const MappedPage* page = page_cache_.Find(gfn);
+    if (page == nullptr) {
+      if (!PageCacheStores()) return PageBytesAfterPageMiss(pa);
+      VMI_FAULT_ASSIGN_OR_RETURN(page, FetchPage(gfn));
     }
-    return PageBytesAfterPageMiss(pa);
+    if (page->is_live() && V2pCacheStores()) {
+      tlb_.Insert(actx.root, actx.va, gfn, page->data(), permissions);
+    }
+    return page->data() + Arch::PageOffset(pa.value());
   }
 
-  [[gnu::noinline]] absl::StatusOr<const uint8_t*> PageBytesAfterV2pMiss(AddressContext actx) {
-    VMI_ASSIGN_OR_RETURN(const Pa pa, TranslateSlow(actx));
-    if (const MappedPage* page = page_cache_.Find(Arch::GfnFromPa(pa))) {
-      return page->data() + Arch::PageOffset(pa.value());
-    }
-    return PageBytesAfterPageMiss(pa);
-  }
-
-  [[gnu::noinline]] absl::StatusOr<const uint8_t*> PageBytesAfterPageMiss(Pa pa) {
+  [[gnu::noinline]] FaultOr<const uint8_t*> PageBytesAfterPageMiss(Pa pa) {
     const Gfn gfn = Arch::GfnFromPa(pa);
     const uint64_t offset = Arch::PageOffset(pa.value());
-    if (!page_cache_.enabled() || page_cache_.capacity() == 0) {
-      VMI_ASSIGN_OR_RETURN(uncached_, driver_.ReadPage(gfn));
+    if (!PageCacheStores()) {
+      VMI_FAULT_ASSIGN_OR_RETURN(uncached_, driver_.ReadPage(gfn));
       return uncached_.data() + offset;
     }
-    VMI_ASSIGN_OR_RETURN(const MappedPage* page, FetchPage(gfn));
+    VMI_FAULT_ASSIGN_OR_RETURN(const MappedPage* page, FetchPage(gfn));
     return page->data() + offset;
   }
 
@@ -557,8 +675,10 @@ class VmiCore {
   }
 
   Driver driver_;
+  SoftTlb tlb_;  // declared first: both caches report to it until they are gone
   PageCache page_cache_;
   V2pCache v2p_cache_;
+  bool cache_translation_faults_;
   PagingMode paging_mode_ = Arch::kDefaultPagingMode;
   MappedPage uncached_;  // holds the page of an uncached read until the next one
 };

@@ -1,6 +1,11 @@
 #include "core/vmi_core.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -95,9 +100,214 @@ TEST_F(VmiCoreTest, TranslationFaultPartWayNamesThePageThatFailed) {
   ASSERT_TRUE(fault.has_value()) << s;
   EXPECT_EQ(fault->va, Va(0x401000));
   EXPECT_EQ(fault->root, tables_.root());
-  // Nothing about the failure is cached: mapping the page makes it work.
+  // The failed walk is cached like a translation: a mapping the guest makes
+  // (behind the core's back) is seen once the V2P cache is flushed, as the
+  // event loop does per event.
+  EXPECT_EQ(core_.v2p_cache().negative_size(), 1u);
   tables_.Map(Va(0x401000), Gfn(11));
+  EXPECT_TRUE(IsTranslationFault(core_.Read(V(0x400fe0), absl::MakeSpan(out))));
+  core_.FlushV2pRoot(tables_.root());
   EXPECT_TRUE(core_.Read(V(0x400fe0), absl::MakeSpan(out)).ok());
+}
+
+TEST_F(VmiCoreTest, FaultsAreCompactUntilAskedFor) {
+  tables_.Map(Va(0x400000), Gfn(10));
+  FaultOr<uint64_t> r = core_.ReadU64(V(0x401008));
+  ASSERT_FALSE(r.ok());
+  const TranslationFault* f = r.fault();
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(f->is_page_fault());
+  EXPECT_EQ(f->ctx, AddressContext(Va(0x401008), tables_.root()));
+  EXPECT_EQ(f->cause.level, 2);  // TestArch's leaf level (1 + its index)
+  EXPECT_EQ(f->cause.entry, 0u);
+  EXPECT_EQ(f->cause.entry_address, tables_.PteAddress(Va(0x401000)));
+  EXPECT_EQ(r.translation_fault(), AddressContext(Va(0x401008), tables_.root()));
+  // The status, built on request, is the typed translation fault.
+  EXPECT_EQ(GetTranslationFault(r.status()), AddressContext(Va(0x401008), tables_.root()));
+  EXPECT_THAT(r.status().message(), HasSubstr("level 1 entry not present"));
+  absl::StatusOr<uint64_t> as_absl = core_.ReadU64(V(0x401010));
+  EXPECT_TRUE(IsTranslationFault(as_absl.status()));
+  // The cached fault is served with the exact address asked for.
+  EXPECT_EQ(core_.Translate(AddressContext(Va(0x401ff8), tables_.root())).fault()->ctx.va,
+            Va(0x401ff8));
+  EXPECT_EQ(core_.v2p_cache().negative_size(), 1u);
+}
+
+TEST_F(VmiCoreTest, NegativeEntryDroppedByAWriteToItsTable) {
+  Fill(11, 42);
+  tables_.Map(Va(0x400000), Gfn(10));
+  EXPECT_TRUE(IsTranslationFault(core_.ReadU8(V(0x401000)).status()));
+  ASSERT_EQ(core_.v2p_cache().negative_size(), 1u);
+  // Mapping the page by a write through the core needs no flush.
+  ASSERT_TRUE(core_.WriteU64(tables_.PteAddress(Va(0x401000)), (11ull << 12) | TestArch::kPresent).ok());
+  EXPECT_EQ(core_.v2p_cache().negative_size(), 0u);
+  EXPECT_EQ(*core_.ReadU8(V(0x401000)), 42);
+}
+
+TEST_F(VmiCoreTest, FaultCachingCanBeTurnedOff) {
+  tables_.Map(Va(0x400000), Gfn(10));
+  EXPECT_FALSE(core_.ReadU8(V(0x401000)).ok());
+  EXPECT_EQ(core_.v2p_cache().negative_size(), 1u);
+  core_.SetCacheTranslationFaults(false);
+  EXPECT_EQ(core_.v2p_cache().negative_size(), 0u);
+  EXPECT_FALSE(core_.ReadU8(V(0x401000)).ok());
+  EXPECT_EQ(core_.v2p_cache().negative_size(), 0u);
+  // Nothing about a failure is cached now: a mapping made behind the core's
+  // back is seen at once.
+  tables_.Map(Va(0x401000), Gfn(11));
+  EXPECT_TRUE(core_.ReadU8(V(0x401000)).ok());
+}
+
+TEST_F(VmiCoreTest, HotVirtualReadsHitTheTlb) {
+  Fill(10, 3);
+  tables_.Map(Va(0x400000), Gfn(10));
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 3);
+  EXPECT_EQ(core_.tlb().size(), 1u);
+  SoftTlb::View view;
+  ASSERT_TRUE(core_.tlb().Peek(tables_.root(), Va(0x400abc), &view));
+  EXPECT_EQ(view.gfn, Gfn(10));
+  EXPECT_EQ(view.page, Frame(10));
+  EXPECT_TRUE(view.permissions.write);
+  core_.tlb().ResetStats();
+  const uint64_t reads = core_.driver().calls(Op::kReadPage);
+  const uint64_t v2p_hits = core_.v2p_cache().stats().hits;
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(*core_.ReadU8(V(0x400000 + i)), 3 + i);
+  EXPECT_EQ(core_.tlb().stats().hits, 5u);
+  EXPECT_EQ(core_.v2p_cache().stats().hits, v2p_hits + 5);  // a TLB hit is a hit of both caches
+  EXPECT_EQ(core_.driver().calls(Op::kReadPage), reads);
+  // A guest write to the live page is seen through the TLB.
+  Frame(10)[7] = 0x99;
+  EXPECT_EQ(*core_.ReadU8(V(0x400007)), 0x99);
+}
+
+TEST_F(VmiCoreTest, TlbEntryGoesWithAPageTableWrite) {
+  Fill(10, 1);
+  Fill(20, 77);
+  tables_.Map(Va(0x400000), Gfn(10));
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 1);
+  ASSERT_TRUE(core_.tlb().Peek(tables_.root(), Va(0x400000)));
+  ASSERT_TRUE(core_.WriteU64(tables_.PteAddress(Va(0x400000)), (20ull << 12) | TestArch::kPresent).ok());
+  EXPECT_FALSE(core_.tlb().Peek(tables_.root(), Va(0x400000)));
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 77);
+  ASSERT_TRUE(core_.WriteU64(tables_.PteAddress(Va(0x400000)), 0).ok());
+  EXPECT_TRUE(IsTranslationFault(core_.ReadU8(V(0x400000)).status()));
+}
+
+TEST_F(VmiCoreTest, TlbFollowsEveryFlush) {
+  Fill(10, 1);
+  Fill(11, 2);
+  Fill(12, 3);
+  tables_.Map(Va(0x400000), Gfn(10));
+  auto read = [&] { return *core_.ReadU8(V(0x400000)); };
+  auto remap = [&](uint64_t gfn) { tables_.Map(Va(0x400000), Gfn(gfn)); };  // as the guest would
+  EXPECT_EQ(read(), 1);
+
+  remap(11);
+  EXPECT_EQ(read(), 1);  // not flushed yet: the guest's change is not seen (documented)
+  core_.FlushV2pRoot(tables_.root());
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(read(), 2);
+
+  remap(12);
+  EXPECT_TRUE(core_.FlushV2pEntry(AddressContext(Va(0x400123), tables_.root())));
+  EXPECT_EQ(read(), 3);
+
+  remap(10);
+  core_.FlushV2pCache();
+  EXPECT_EQ(read(), 1);
+
+  // A page-cache flush drops the frame's TLB entries; the page is fetched again.
+  const uint64_t reads = core_.driver().calls(Op::kReadPage);
+  core_.FlushPageCacheEntry(Gfn(10));
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(read(), 1);
+  EXPECT_EQ(core_.driver().calls(Op::kReadPage), reads + 1);
+  core_.FlushPageCache();
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(read(), 1);
+  EXPECT_EQ(core_.tlb().size(), 1u);
+}
+
+TEST_F(VmiCoreTest, TlbFollowsDisableAndReenable) {
+  Fill(10, 1);
+  Fill(11, 2);
+  tables_.Map(Va(0x400000), Gfn(10));
+  auto read = [&] { return *core_.ReadU8(V(0x400000)); };
+  EXPECT_EQ(read(), 1);
+
+  core_.v2p_cache().SetEnabled(false);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  tables_.Map(Va(0x400000), Gfn(11));
+  EXPECT_EQ(read(), 2);  // every read walks now
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  core_.v2p_cache().SetEnabled(true);
+  EXPECT_EQ(read(), 2);
+  EXPECT_EQ(core_.tlb().size(), 1u);
+
+  core_.page_cache().SetEnabled(false);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(read(), 2);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  core_.page_cache().SetEnabled(true);
+  EXPECT_EQ(read(), 2);
+  EXPECT_EQ(core_.tlb().size(), 1u);
+
+  core_.tlb().SetEnabled(false);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(read(), 2);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  core_.tlb().SetEnabled(true);
+  EXPECT_EQ(read(), 2);
+  EXPECT_EQ(core_.tlb().size(), 1u);
+
+  core_.page_cache().Resize(0);  // a cache of capacity 0 holds nothing, so neither may the TLB
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(read(), 2);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+}
+
+TEST_F(VmiCoreTest, TlbEntriesLeaveWithEvictions) {
+  core_.page_cache().Resize(3);  // two table pages + one data page
+  for (uint64_t i = 0; i < 4; ++i) {
+    Fill(10 + i, static_cast<uint8_t>(i));
+    tables_.Map(Va(0x400000 + i * 4096), Gfn(10 + i));
+  }
+  for (uint64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(*core_.ReadU8(V(0x400000 + i * 4096)), i);
+    // Only pages the page cache holds may be in the TLB.
+    for (uint64_t j = 0; j < 4; ++j) {
+      if (core_.tlb().Peek(tables_.root(), Va(0x400000 + j * 4096))) {
+        EXPECT_TRUE(core_.page_cache().Contains(Gfn(10 + j))) << j;
+      }
+    }
+  }
+  core_.v2p_cache().Resize(1);
+  EXPECT_LE(core_.tlb().size(), 1u);
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_EQ(*core_.ReadU8(V(0x400000 + i * 4096)), i);
+}
+
+TEST_F(VmiCoreTest, TlbHitsKeepPagesFromEviction) {
+  // Frames 10 (hot, read through the TLB only) and 11, 12 (cold).
+  tables_.Map(Va(0x400000), Gfn(10));
+  tables_.Map(Va(0x401000), Gfn(11));
+  tables_.Map(Va(0x402000), Gfn(12));
+  core_.page_cache().Resize(4);  // the two table pages + two data pages
+  ASSERT_TRUE(core_.ReadU8(V(0x400000)).ok());
+  ASSERT_TRUE(core_.ReadU8(V(0x401000)).ok());
+  for (int round = 0; round < 3; ++round) {
+    // The clock passes every slot: without the TLB's reference bits, the
+    // hot page would look unused.
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(core_.ReadU8(V(0x400000 + i)).ok());
+    ASSERT_TRUE(core_.ReadU8(V(0x402000 + round)).ok());
+    ASSERT_TRUE(core_.ReadU8(V(0x401000 + round)).ok());
+    EXPECT_TRUE(core_.page_cache().Contains(Gfn(10))) << round;
+  }
+}
+
+TEST_F(VmiCoreTest, PhysicalReadsDoNotUseTheTlb) {
+  Fill(5, 9);
+  EXPECT_EQ(*core_.ReadU8(Pa(0x5000)), 9);
+  EXPECT_EQ(core_.tlb().size(), 0u);
 }
 
 TEST_F(VmiCoreTest, CachesCountHitsAndMisses) {
@@ -335,6 +545,22 @@ TEST_F(OwnedPagesTest, WriteThroughCoreUpdatesTheCachedCopy) {
   EXPECT_EQ(*core_.ReadU8(Pa(0x3000)), 0x77);
 }
 
+TEST_F(OwnedPagesTest, OwnedCopiesAreNeverInTheTlb) {
+  Fill(10, 1);
+  tables_.Map(Va(0x400000), Gfn(10));
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 1);
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 1);
+  EXPECT_EQ(core_.tlb().size(), 0u);
+  EXPECT_EQ(core_.tlb().stats().hits, 0u);
+  // A write through the core replaces the copy; the next read sees it.
+  ASSERT_TRUE(core_.WriteU8(V(0x400000), 5).ok());
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 5);
+  // A guest write is seen after the page is flushed.
+  Frame(10)[0] = 6;
+  core_.FlushPageCacheEntry(Gfn(10));
+  EXPECT_EQ(*core_.ReadU8(V(0x400000)), 6);
+}
+
 TEST_F(OwnedPagesTest, PteWriteWithOwnedTablePages) {
   Fill(10, 1);
   Fill(20, 77);
@@ -342,6 +568,199 @@ TEST_F(OwnedPagesTest, PteWriteWithOwnedTablePages) {
   EXPECT_EQ(*core_.ReadU8(V(0x400000)), 1);
   ASSERT_TRUE(core_.WriteU64(tables_.PteAddress(Va(0x400000)), (20ull << 12) | 1).ok());
   EXPECT_EQ(*core_.ReadU8(V(0x400000)), 77);
+}
+
+// Random reads, writes through the core, guest changes (each followed by the
+// flush the coherence rules ask for), flushes, toggles and resizes, against
+// the truth read straight from guest RAM: no read may ever be stale.
+class CoherenceTest : public VmiCoreTest,
+                      public ::testing::WithParamInterface<MemoryDriver::PageMode> {
+ protected:
+  CoherenceTest() : VmiCoreTest(GetParam()) {}
+
+  // What a read of `va` must give: the byte, or nullopt for a fault.
+  std::optional<uint8_t> Truth(uint64_t va) {
+    const uint64_t pde = tables_.Get(tables_.root() + ((va >> 21) & 511) * 8);
+    if (!(pde & TestArch::kPresent)) return std::nullopt;
+    const uint64_t pte = tables_.Get(Pa(pde & TestArch::kFrameMask) + ((va >> 12) & 511) * 8);
+    if (!(pte & TestArch::kPresent)) return std::nullopt;
+    return s_->ram[(pte & TestArch::kFrameMask) + (va & 0xfff)];
+  }
+};
+
+TEST_P(CoherenceTest, NoStaleReadUnderRandomOperations) {
+  const bool owned = GetParam() == MemoryDriver::PageMode::kOwned;
+  constexpr int kPages = 12;
+  auto va_of = [](int i) { return 0x400000 + uint64_t(i) * 4096; };
+  std::mt19937 rng(7);
+  for (int i = 0; i < kPages; ++i) {
+    Fill(10 + i, static_cast<uint8_t>(i * 16));
+    tables_.Map(Va(va_of(i)), Gfn(10 + i));
+  }
+  core_.page_cache().Resize(5);
+  core_.v2p_cache().Resize(4);
+  int reads = 0;
+  for (int step = 0; step < 20000; ++step) {
+    const int i = rng() % kPages;
+    const uint64_t va = va_of(i) + (rng() % 4096);
+    switch (rng() % 12) {
+      case 0: {  // remap or unmap through the core: no flush needed
+        const uint64_t pte = rng() % 4 == 0 ? 0 : ((10 + rng() % 30) << 12) | TestArch::kPresent;
+        ASSERT_TRUE(core_.WriteU64(tables_.PteAddress(Va(va)), pte).ok());
+        break;
+      }
+      case 1: {  // a data write through the core
+        const uint8_t b = static_cast<uint8_t>(rng());
+        const absl::Status w = core_.WriteU8(V(va), b);
+        ASSERT_EQ(w.ok(), Truth(va).has_value()) << w;
+        break;
+      }
+      case 2: {  // the guest writes data; owned copies need the page flushed
+        const uint64_t gfn = 10 + rng() % 30;
+        Frame(gfn)[rng() % 4096] = static_cast<uint8_t>(rng());
+        if (owned) core_.FlushPageCacheEntry(Gfn(gfn));
+        break;
+      }
+      case 3: {  // the guest remaps a page, then the V2P flush the rules ask for
+        if (rng() % 3 == 0) {
+          tables_.Unmap(Va(va));
+        } else {
+          tables_.Map(Va(va), Gfn(10 + rng() % 30));
+        }
+        switch (rng() % 3) {
+          case 0: core_.FlushV2pCache(); break;
+          case 1: core_.FlushV2pRoot(tables_.root()); break;
+          case 2: core_.FlushV2pEntry(AddressContext(Va(va), tables_.root())); break;
+        }
+        if (owned) core_.FlushPageCacheEntry(Gfn(tables_.PteAddress(Va(va)).value() >> 12));
+        break;
+      }
+      case 4:
+        if (rng() % 2) {
+          core_.FlushPageCache();
+        } else {
+          core_.FlushPageCacheEntry(Gfn(10 + rng() % 30));
+        }
+        break;
+      case 5: {
+        const int which = rng() % 4;
+        const bool on = rng() % 3 != 0;
+        if (which == 0) core_.page_cache().SetEnabled(on);
+        if (which == 1) core_.v2p_cache().SetEnabled(on);
+        if (which == 2) core_.tlb().SetEnabled(on);
+        if (which == 3) core_.SetCacheTranslationFaults(on);
+        break;
+      }
+      case 6:
+        if (rng() % 2) {
+          core_.page_cache().Resize(2 + rng() % 6);
+        } else {
+          core_.v2p_cache().Resize(rng() % 6);
+        }
+        break;
+      default: {
+        ++reads;
+        const std::optional<uint8_t> truth = Truth(va);
+        FaultOr<uint8_t> got = core_.ReadU8(V(va));
+        ASSERT_EQ(got.ok(), truth.has_value()) << "step " << step << " va " << std::hex << va;
+        if (truth) {
+          ASSERT_EQ(*got, *truth) << "step " << step << " va " << std::hex << va;
+        } else {
+          ASSERT_TRUE(got.is_translation_fault());
+        }
+        break;
+      }
+    }
+  }
+  EXPECT_GT(reads, 5000);
+  EXPECT_GT(core_.v2p_cache().stats().evictions, 0u);
+  EXPECT_GT(core_.page_cache().stats().evictions, 0u);
+  if (!owned) EXPECT_GT(core_.tlb().stats().hits, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothPageKinds, CoherenceTest,
+                         ::testing::Values(MemoryDriver::PageMode::kLive,
+                                           MemoryDriver::PageMode::kOwned));
+
+// A driver whose pages are live mappings that are really unmapped when their
+// last handle goes, like Xen's foreign mappings: guest RAM is a memfd, each
+// ReadPage maps the frame afresh and the release munmaps it. A stale pointer
+// into a released page faults (SIGSEGV) instead of reading on.
+class MappingDriver {
+ public:
+  using Architecture = TestArch;
+  struct Shared {
+    int fd = -1;
+    uint8_t* ram = nullptr;  // the test's own view of all frames
+    uint64_t frames = 0;
+    int mapped = 0;          // pages handed out and not yet released
+    ~Shared() {
+      if (ram != nullptr) munmap(ram, frames * 4096);
+      if (fd >= 0) close(fd);
+    }
+  };
+  explicit MappingDriver(uint64_t frames) : s_(std::make_shared<Shared>()) {
+    s_->frames = frames;
+    s_->fd = memfd_create("vmi-core-test-ram", 0);
+    if (s_->fd < 0 || ftruncate(s_->fd, frames * 4096) != 0) std::abort();
+    void* p = mmap(nullptr, frames * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, s_->fd, 0);
+    if (p == MAP_FAILED) std::abort();
+    s_->ram = static_cast<uint8_t*>(p);
+  }
+  std::shared_ptr<Shared> shared() const { return s_; }
+  absl::StatusOr<VmiInfo> Info() const { return VmiInfo{4096, 12, Gfn(s_->frames - 1), 1}; }
+  absl::StatusOr<MappedPage> ReadPage(Gfn gfn) {
+    if (gfn.value() >= s_->frames) return absl::OutOfRangeError("read_page: beyond RAM");
+    void* p = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, s_->fd, gfn.value() * 4096);
+    if (p == MAP_FAILED) return absl::InternalError("read_page: mmap failed");
+    ++s_->mapped;
+    std::shared_ptr<Shared> s = s_;
+    return MappedPage::Live(gfn, static_cast<uint8_t*>(p), 4096, [s, p] {
+      munmap(p, 4096);
+      --s->mapped;
+    });
+  }
+
+ private:
+  std::shared_ptr<Shared> s_;
+};
+
+TEST(MappedPagesTest, EvictionUnderATlbEntryNeverServesAReleasedMapping) {
+  MappingDriver driver(64);
+  std::shared_ptr<MappingDriver::Shared> s = driver.shared();
+  auto set = [&](uint64_t pa, uint64_t v) { std::memcpy(s->ram + pa, &v, 8); };
+  // Root table at frame 40, one leaf table at 41, data frames 10..13 at
+  // va 0x400000 + i * 4096.
+  set(40 * 4096 + 2 * 8, (41ull << 12) | TestArch::kPresent | TestArch::kWrite);
+  for (uint64_t i = 0; i < 4; ++i) {
+    set(41 * 4096 + i * 8, ((10 + i) << 12) | TestArch::kPresent);
+    s->ram[(10 + i) * 4096] = static_cast<uint8_t>(0x10 + i);
+  }
+  VmiCoreOptions options;
+  options.page_cache_capacity = 3;  // the two tables and one data page
+  VmiCore<MappingDriver> core(std::move(driver), options);
+  const Pa root(40 * 4096);
+  auto v = [&](uint64_t i) { return AccessContext::Virtual(Va(0x400000 + i * 4096), root); };
+
+  EXPECT_EQ(*core.ReadU8(v(0)), 0x10);
+  ASSERT_TRUE(core.tlb().Peek(root, Va(0x400000)));
+  for (uint64_t i = 1; i < 4; ++i) EXPECT_EQ(*core.ReadU8(v(i)), 0x10 + i);
+  // Frame 10's page was evicted and its mapping released: the TLB entry went
+  // with it.
+  EXPECT_FALSE(core.page_cache().Contains(Gfn(10)));
+  EXPECT_FALSE(core.tlb().Peek(root, Va(0x400000)));
+  EXPECT_LE(s->mapped, 3);
+  s->ram[10 * 4096] = 0x42;
+  EXPECT_EQ(*core.ReadU8(v(0)), 0x42);  // a stale pointer would have faulted here
+  // The same through a page-cache flush of that frame.
+  core.FlushPageCacheEntry(Gfn(10));
+  s->ram[10 * 4096] = 0x43;
+  EXPECT_EQ(*core.ReadU8(v(0)), 0x43);
+  // And through a resize that drops it.
+  core.page_cache().Resize(0);
+  EXPECT_EQ(s->mapped, 0);
+  EXPECT_EQ(core.tlb().size(), 0u);
+  EXPECT_EQ(*core.ReadU8(v(0)), 0x43);
 }
 
 // Capabilities gate the API at compile time.

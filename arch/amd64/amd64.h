@@ -62,9 +62,14 @@ struct Amd64 {
   static int AddressWidth(const Registers& regs) { return amd64::AddressWidth(regs); }
 
   template <PageReader R>
-  static absl::StatusOr<PageTranslation> Translate(R& reader, AddressContext ctx,
-                                                   PagingMode mode = kDefaultPagingMode) {
+  static FaultOr<PageTranslation> Translate(R& reader, AddressContext ctx,
+                                            PagingMode mode = kDefaultPagingMode) {
     return amd64::TranslatePage(reader, ctx, mode);
+  }
+  template <PageReader R>
+  static FaultStatus TranslateInto(R& reader, AddressContext ctx, PagingMode mode,
+                                   PageTranslation& translation) {
+    return amd64::TranslateInto(reader, ctx, mode, translation);
   }
   template <PageReader R>
   static absl::StatusOr<Walk> WalkPage(R& reader, AddressContext ctx,

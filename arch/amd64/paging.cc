@@ -48,34 +48,35 @@ const char* TableName(PagingMode::Kind kind, int level) {
 
 namespace paging_internal {
 
-absl::Status NotPresent(const Walk& walk, const WalkStep& step) {
-  return TranslationFaultError(
-      walk.ctx, absl::StrFormat("%s entry not present (%s mode, entry 0x%x at pa %s)",
-                                TableName(walk.mode.kind, step.level), walk.mode,
-                                step.entry.raw(), step.entry_address));
+absl::Status DescribeFault(const TranslationFault& fault) {
+  const PagingMode mode = DecodeMode(fault.cause.mode);
+  const FaultCause& c = fault.cause;
+  switch (c.kind) {
+    case FaultCause::Kind::kNotPresent:
+      return TranslationFaultError(
+          fault.ctx, absl::StrFormat("%s entry not present (%s mode, entry 0x%x at pa %s)",
+                                     TableName(mode.kind, c.level), mode, c.entry,
+                                     c.entry_address));
+    case FaultCause::Kind::kMalformed:
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "translate(%s, %s): malformed page table: reserved bits 0x%x set in %s entry 0x%x at "
+          "pa %s",
+          fault.ctx, mode, c.detail, TableName(mode.kind, c.level), c.entry, c.entry_address));
+    case FaultCause::Kind::kBadAddress:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "translate(%s): address is not %s in %s mode", fault.ctx,
+          mode.kind == PagingMode::Kind::kFourLevel || mode.kind == PagingMode::Kind::kFiveLevel
+              ? "canonical"
+              : "32-bit",
+          mode));
+  }
+  return absl::UnknownError(absl::StrFormat("translate(%s): unknown fault kind", fault.ctx));
 }
 
-absl::Status Reserved(const Walk& walk, const WalkStep& step, uint64_t bits) {
-  return absl::FailedPreconditionError(absl::StrFormat(
-      "translate(%s, %s): malformed page table: reserved bits 0x%x set in %s entry 0x%x at "
-      "pa %s",
-      walk.ctx, walk.mode, bits, TableName(walk.mode.kind, step.level), step.entry.raw(),
-      step.entry_address));
-}
-
-absl::Status ReadFailed(const Walk& walk, int level, Pa table, const absl::Status& status) {
-  return AnnotateStatus(
-      status, absl::StrFormat("translate(%s, %s): reading the %s at pa %s", walk.ctx, walk.mode,
-                              TableName(walk.mode.kind, level), table));
-}
-
-absl::Status BadAddress(const AddressContext& ctx, const PagingMode& mode) {
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "translate(%s): address is not %s in %s mode", ctx,
-      mode.kind == PagingMode::Kind::kFourLevel || mode.kind == PagingMode::Kind::kFiveLevel
-          ? "canonical"
-          : "32-bit",
-      mode));
+absl::Status ReadFailed(AddressContext ctx, const PagingMode& mode, int level, Pa table,
+                        const absl::Status& status) {
+  return AnnotateStatus(status, absl::StrFormat("translate(%s, %s): reading the %s at pa %s", ctx,
+                                                mode, TableName(mode.kind, level), table));
 }
 
 }  // namespace paging_internal

@@ -162,22 +162,43 @@ constexpr uint64_t ReservedBits(const PagingMode& mode, int level, bool large) {
   return r;
 }
 
-absl::Status NotPresent(const Walk& walk, const WalkStep& step);
-absl::Status Reserved(const Walk& walk, const WalkStep& step, uint64_t bits);
-absl::Status ReadFailed(const Walk& walk, int level, Pa table, const absl::Status& status);
-absl::Status BadAddress(const AddressContext& ctx, const PagingMode& mode);
+// The paging mode as the 32-bit code a FaultCause carries, and back.
+constexpr uint32_t EncodeMode(const PagingMode& m) {
+  return static_cast<uint32_t>(m.kind) | (uint32_t{m.nxe} << 8) | (uint32_t{m.pse} << 9) |
+         (uint32_t{m.max_phys_bits} << 16);
+}
+constexpr PagingMode DecodeMode(uint32_t code) {
+  return {static_cast<PagingMode::Kind>(code & 0xff), ((code >> 8) & 1) != 0,
+          ((code >> 9) & 1) != 0, static_cast<uint8_t>(code >> 16)};
+}
 
-}  // namespace paging_internal
+// Builds the status of a fault from this walk (the messages name the table
+// level and the mode, as "PML4 entry not present (4-level+nx mode, ...)").
+absl::Status DescribeFault(const TranslationFault& fault);
 
-// Walks the tables for `ctx` in `mode`, filling `walk` as far as it gets (so
-// a failed walk still shows the levels read), and returns the status.
-template <PageReader R>
-absl::Status WalkInto(R& reader, AddressContext ctx, const PagingMode& mode, Walk& walk) {
-  using namespace paging_internal;
-  walk.ctx = ctx;
-  walk.mode = mode;
-  walk.count = 0;
-  PageTranslation& t = walk.translation;
+inline TranslationFault Fault(AddressContext ctx, const PagingMode& mode, FaultCause::Kind kind,
+                              int level, uint64_t entry_address, uint64_t entry,
+                              uint64_t detail = 0) {
+  TranslationFault f;
+  f.ctx = ctx;
+  f.cause.kind = kind;
+  f.cause.level = static_cast<uint8_t>(level);
+  f.cause.mode = EncodeMode(mode);
+  f.cause.entry_address = Pa(entry_address);
+  f.cause.entry = entry;
+  f.cause.detail = detail;
+  f.cause.describe = &DescribeFault;
+  return f;
+}
+
+absl::Status ReadFailed(AddressContext ctx, const PagingMode& mode, int level, Pa table,
+                        const absl::Status& status);
+
+// The walk. kRecord: also fill `walk`'s per-level steps (the explaining walk);
+// the hot path (TranslateInto) leaves them out.
+template <bool kRecord, PageReader R>
+FaultStatus WalkImpl(R& reader, AddressContext ctx, const PagingMode& mode, PageTranslation& t,
+                     Walk* walk) {
   t = PageTranslation();
   const uint64_t va = ctx.va.value();
 
@@ -186,19 +207,19 @@ absl::Status WalkInto(R& reader, AddressContext ctx, const PagingMode& mode, Wal
       t.pa = Pa(va);
       t.page_size = 4096;
       t.permissions = {true, true, true};
-      return absl::OkStatus();
+      return FaultStatus();
     case PagingMode::Kind::kLegacy32:
     case PagingMode::Kind::kPae:
-      if (va >> 32) return BadAddress(ctx, mode);
+      if (va >> 32) return Fault(ctx, mode, FaultCause::Kind::kBadAddress, 0, 0, 0);
       break;
     case PagingMode::Kind::kFourLevel:
       if (static_cast<uint64_t>(static_cast<int64_t>(va << 16) >> 16) != va) {
-        return BadAddress(ctx, mode);
+        return Fault(ctx, mode, FaultCause::Kind::kBadAddress, 0, 0, 0);
       }
       break;
     case PagingMode::Kind::kFiveLevel:
       if (static_cast<uint64_t>(static_cast<int64_t>(va << 7) >> 7) != va) {
-        return BadAddress(ctx, mode);
+        return Fault(ctx, mode, FaultCause::Kind::kBadAddress, 0, 0, 0);
       }
       break;
   }
@@ -222,19 +243,23 @@ absl::Status WalkInto(R& reader, AddressContext ctx, const PagingMode& mode, Wal
     const uint64_t entry_pa = table + index * entry_size;
     const Gfn gfn(entry_pa >> 12);
     auto page = reader.ReadPage(gfn);
-    if (!page.ok()) return ReadFailed(walk, level, Pa(table), page.status());
+    if (!page.ok()) return ReadFailed(ctx, mode, level, Pa(table), page.status());
     const uint64_t offset = entry_pa & 0xfff;
     if (page->size() < offset + entry_size) {
-      return ReadFailed(walk, level, Pa(table),
+      return ReadFailed(ctx, mode, level, Pa(table),
                         absl::OutOfRangeError("page shorter than the entry offset"));
     }
     uint64_t raw = 0;
     std::memcpy(&raw, page->data() + offset, entry_size);  // little-endian host
-    WalkStep& step = walk.steps[walk.count++];
-    step = {static_cast<uint8_t>(level), Pa(table), Pa(entry_pa), PageTableEntry(raw)};
+    if constexpr (kRecord) {
+      walk->steps[walk->count++] = {static_cast<uint8_t>(level), Pa(table), Pa(entry_pa),
+                                    PageTableEntry(raw)};
+    }
     t.table_gfns[t.levels++] = gfn;
 
-    if (!(raw & PageTableEntry::kPresent)) return NotPresent(walk, step);
+    if (!(raw & PageTableEntry::kPresent)) {
+      return Fault(ctx, mode, FaultCause::Kind::kNotPresent, level, entry_pa, raw);
+    }
 
     const bool ps_allowed = legacy ? (level == 2 && mode.pse)
                                    : (level == 2 || (level == 3 && !pae));
@@ -242,7 +267,9 @@ absl::Status WalkInto(R& reader, AddressContext ctx, const PagingMode& mode, Wal
     uint64_t reserved = ReservedBits(mode, level, large);
     // PS in a PML5E/PML4E is reserved (it is ignored in PTEs, where bit 7 is PAT).
     if (!legacy && !pae && level >= 4) reserved |= PageTableEntry::kPageSize;
-    if (raw & reserved) return Reserved(walk, step, raw & reserved);
+    if (raw & reserved) {
+      return Fault(ctx, mode, FaultCause::Kind::kMalformed, level, entry_pa, raw, raw & reserved);
+    }
 
     if (!(pae && level == 3)) {
       write &= (raw & PageTableEntry::kWrite) != 0;
@@ -264,11 +291,23 @@ absl::Status WalkInto(R& reader, AddressContext ctx, const PagingMode& mode, Wal
       t.pa = Pa(base | (va & (size - 1)));
       t.page_size = size;
       t.permissions = {write, user, execute};
-      return absl::OkStatus();
+      return FaultStatus();
     }
     table = legacy ? (raw & 0xfffff000ull) : (raw & kAddrMask);
   }
   return absl::InternalError("page walk fell through");  // unreachable: level 1 is a leaf
+}
+
+}  // namespace paging_internal
+
+// Walks the tables for `ctx` in `mode`, filling `walk` as far as it gets (so
+// a failed walk still shows the levels read), and returns the status.
+template <PageReader R>
+absl::Status WalkInto(R& reader, AddressContext ctx, const PagingMode& mode, Walk& walk) {
+  walk.ctx = ctx;
+  walk.mode = mode;
+  walk.count = 0;
+  return paging_internal::WalkImpl<true>(reader, ctx, mode, walk.translation, &walk).status();
 }
 
 template <PageReader R>
@@ -279,13 +318,20 @@ absl::StatusOr<Walk> WalkPage(R& reader, AddressContext ctx, const PagingMode& m
   return walk;
 }
 
+// The hot-path walk (no per-level record, failures as compact faults); on
+// failure `t` holds the table frames read so far.
 template <PageReader R>
-absl::StatusOr<PageTranslation> TranslatePage(R& reader, AddressContext ctx,
-                                              const PagingMode& mode) {
-  Walk walk;
-  absl::Status status = WalkInto(reader, ctx, mode, walk);
+FaultStatus TranslateInto(R& reader, AddressContext ctx, const PagingMode& mode,
+                          PageTranslation& t) {
+  return paging_internal::WalkImpl<false>(reader, ctx, mode, t, nullptr);
+}
+
+template <PageReader R>
+FaultOr<PageTranslation> TranslatePage(R& reader, AddressContext ctx, const PagingMode& mode) {
+  PageTranslation t;
+  FaultStatus status = TranslateInto(reader, ctx, mode, t);
   if (!status.ok()) return status;
-  return walk.translation;
+  return t;
 }
 
 // A human-readable rendering of a (possibly partial) walk, one line per level.

@@ -227,6 +227,42 @@ TEST(WalkTest, NotPresentNamesTheLevel) {
   EXPECT_FALSE(walk.steps[3].entry.present());
 }
 
+TEST(WalkTest, FailuresAreCompactFaultsWithTheirCause) {
+  Fixture f(PagingMode::FiveLevel());
+  ASSERT_TRUE(f.builder.Map(Va(0x200000), Pa(0x5000), k4K, kRW).ok());
+  const AddressContext ctx(Va(0x201008), f.builder.root());
+  PageTranslation t;
+  FaultStatus s = TranslateInto(f.store, ctx, f.mode, t);
+  ASSERT_NE(s.fault(), nullptr);
+  const TranslationFault& fault = *s.fault();
+  EXPECT_TRUE(fault.is_page_fault());
+  EXPECT_EQ(fault.ctx, ctx);
+  EXPECT_EQ(fault.cause.level, 1);  // the PT
+  EXPECT_EQ(fault.cause.entry, 0u);
+  EXPECT_EQ(paging_internal::DecodeMode(fault.cause.mode), f.mode);
+  EXPECT_EQ(t.levels, 5);  // tables read, for a negative V2P entry
+  // The status built from it is the one the explaining walk gives.
+  Walk walk;
+  const absl::Status explained = WalkInto(f.store, ctx, f.mode, walk);
+  EXPECT_EQ(fault.cause.entry_address, walk.steps[4].entry_address);
+  EXPECT_EQ(s.status(), explained);
+  EXPECT_THAT(s.status().message(), HasSubstr("PT entry not present (5-level+nx mode"));
+
+  // Bad address and malformed table: their own kinds and codes.
+  s = TranslateInto(f.store, AddressContext(Va(0x0100000000000000ull), f.builder.root()), f.mode, t);
+  ASSERT_NE(s.fault(), nullptr);
+  EXPECT_EQ(s.fault()->cause.kind, FaultCause::Kind::kBadAddress);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t.levels, 0);
+  Fixture g(PagingMode::FourLevel(/*nxe=*/false));
+  ASSERT_TRUE(g.builder.Map(Va(0x2000), Pa(0x6000), k4K, kRW | kNX).ok());
+  s = TranslateInto(g.store, AddressContext(Va(0x2000), g.builder.root()), g.mode, t);
+  ASSERT_NE(s.fault(), nullptr);
+  EXPECT_EQ(s.fault()->cause.kind, FaultCause::Kind::kMalformed);
+  EXPECT_EQ(s.fault()->cause.detail, kNX);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(WalkTest, NonCanonicalAddresses) {
   Fixture four(PagingMode::FourLevel());
   auto t = four.Translate(Va(0x0000800000000000ull));

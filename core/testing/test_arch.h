@@ -66,13 +66,33 @@ struct TestArch {
   static Va StackPointer(const Registers& r) { return Va(r.gp.sp); }
   static PagingMode PagingModeOf(const Registers&) { return PagingMode::kTwoLevel; }
 
-  template <PageReader R>
-  static absl::StatusOr<Walk> WalkPage(R& reader, AddressContext ctx, PagingMode = kDefaultPagingMode) {
-    if (ctx.va.value() >> 30) {
-      return TranslationFaultError(ctx, "address beyond the 30-bit space");
+  // Messages: "level N entry not present" for a cleared entry, "address
+  // beyond the 30-bit space" for an address with bits above 29 (a page
+  // fault too, at level 0).
+  static absl::Status DescribeFault(const TranslationFault& fault) {
+    if (fault.cause.kind != FaultCause::Kind::kNotPresent) {
+      return absl::InternalError("TestArch walks fail only with not-present faults");
     }
-    Walk walk;
-    PageTranslation& t = walk.translation;
+    if (fault.cause.level == 0) return TranslationFaultError(fault.ctx, "address beyond the 30-bit space");
+    return TranslationFaultError(
+        fault.ctx, absl::StrFormat("level %d entry not present", fault.cause.level - 1));
+  }
+
+  // The walk, recording each level in `walk` when it is given.
+  template <PageReader R>
+  static FaultStatus WalkImpl(R& reader, AddressContext ctx, PageTranslation& t, Walk* walk) {
+    t = PageTranslation();
+    auto fault = [&](int level, uint64_t entry_address, uint64_t entry) {
+      TranslationFault f;
+      f.ctx = ctx;
+      f.cause.kind = FaultCause::Kind::kNotPresent;
+      f.cause.level = static_cast<uint8_t>(level);  // 1 + the index below; 0 = bad address
+      f.cause.entry_address = Pa(entry_address);
+      f.cause.entry = entry;
+      f.cause.describe = &DescribeFault;
+      return f;
+    };
+    if (ctx.va.value() >> 30) return fault(0, 0, 0);
     t.permissions = {true, true, true};
     Pa table(ctx.root.value() & kFrameMask);
     const uint64_t index[2] = {(ctx.va.value() >> 21) & 511, (ctx.va.value() >> 12) & 511};
@@ -83,13 +103,13 @@ struct TestArch {
       }
       uint64_t entry;
       std::memcpy(&entry, page->data() + index[level] * 8, 8);
-      walk.levels[level] = {table + index[level] * 8, entry};
-      walk.count = level + 1;
+      if (walk != nullptr) {
+        walk->levels[level] = {table + index[level] * 8, entry};
+        walk->count = level + 1;
+      }
       t.table_gfns[level] = GfnFromPa(table);
       t.levels = level + 1;
-      if (!(entry & kPresent)) {
-        return TranslationFaultError(ctx, absl::StrFormat("level %d entry not present", level));
-      }
+      if (!(entry & kPresent)) return fault(level + 1, (table + index[level] * 8).value(), entry);
       t.permissions.write &= (entry & kWrite) != 0;
       t.permissions.user &= (entry & kUser) != 0;
       t.permissions.execute &= (entry & kNx) == 0;
@@ -97,15 +117,30 @@ struct TestArch {
     }
     t.page_size = kPageSize;
     t.pa = table + PageOffset(ctx.va.value());
+    return FaultStatus();
+  }
+
+  template <PageReader R>
+  static absl::StatusOr<Walk> WalkPage(R& reader, AddressContext ctx, PagingMode = kDefaultPagingMode) {
+    Walk walk;
+    FaultStatus status = WalkImpl(reader, ctx, walk.translation, &walk);
+    if (!status.ok()) return status.status();
     return walk;
   }
 
   template <PageReader R>
-  static absl::StatusOr<PageTranslation> Translate(R& reader, AddressContext ctx,
-                                                   PagingMode mode = kDefaultPagingMode) {
-    absl::StatusOr<Walk> walk = WalkPage(reader, ctx, mode);
-    if (!walk.ok()) return walk.status();
-    return walk->translation;
+  static FaultStatus TranslateInto(R& reader, AddressContext ctx, PagingMode,
+                                   PageTranslation& translation) {
+    return WalkImpl(reader, ctx, translation, nullptr);
+  }
+
+  template <PageReader R>
+  static FaultOr<PageTranslation> Translate(R& reader, AddressContext ctx,
+                                            PagingMode = kDefaultPagingMode) {
+    PageTranslation t;
+    FaultStatus status = WalkImpl(reader, ctx, t, nullptr);
+    if (!status.ok()) return status;
+    return t;
   }
 };
 
