@@ -5,7 +5,8 @@
 //
 // Hot path: a virtual read is one probe of the software TLB ((root, virtual
 // page) -> host address of a live page) and the copy. On a TLB miss: V2P
-// cache -> page cache -> copy, and the TLB is filled when the page is live.
+// cache -> page cache -> copy; a live page enters the TLB on the first read
+// that finds it in both caches (so from its second read on).
 // A read crossing pages translates once per 4 KiB page, never per byte.
 //
 // Faults: translation failures come back as compact values (FaultOr<T>,
@@ -546,7 +547,6 @@ class VmiCore {
   }
 
   bool PageCacheStores() const { return page_cache_.enabled() && page_cache_.capacity() != 0; }
-  bool V2pCacheStores() const { return v2p_cache_.enabled() && v2p_cache_.capacity() != 0; }
 
   // Walks `ctx` and caches the outcome: a translation, or a failed walk as a
   // negative entry (not a bad address: that needs no walk; not a reader
@@ -617,8 +617,10 @@ class VmiCore {
     return PageBytesAfterPageMiss(Pa(address));
   }
 
-  // V2P cache (or walk), then page cache (or driver); enters the page in the
-  // TLB when both caches hold it and it is live.
+  // V2P cache (or walk), then page cache (or driver). A live page enters the
+  // TLB when both caches already held what this read needed: a page read
+  // once is not worth the TLB's bookkeeping, and caches that thrash (every
+  // read a miss in one of them) never pay for it.
   [[gnu::noinline]] FaultOr<const uint8_t*> PageBytesAfterTlbMiss(AddressContext actx) {
     Pa pa;
     PagePermissions permissions;
@@ -635,8 +637,7 @@ class VmiCore {
     if (page == nullptr) {
       if (!PageCacheStores()) return PageBytesAfterPageMiss(pa);
       VMI_FAULT_ASSIGN_OR_RETURN(page, FetchPage(gfn));
-    }
-    if (page->is_live() && V2pCacheStores()) {
+    } else if (e != nullptr && page->is_live()) {
       tlb_.Insert(actx.root, actx.va, gfn, page->data(), permissions);
     }
     return page->data() + Arch::PageOffset(pa.value());

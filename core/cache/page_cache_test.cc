@@ -354,5 +354,51 @@ TEST(PageCacheTest, MatchesReferenceModel) {
   }
 }
 
+TEST(PageCacheTest, PagesUsedThroughAnAttachedTlbAreSparedOnce) {
+  for (bool hit_through_tlb : {false, true}) {
+    SCOPED_TRACE(hit_through_tlb);
+    SoftTlb tlb(16);
+    PageCache cache(2);
+    cache.AttachTlb(&tlb);
+    cache.Insert(Gfn(1), LivePage(1, 1));
+    cache.Insert(Gfn(2), LivePage(2, 2));
+    tlb.Insert(Pa(0x1000), Va(0x5000), Gfn(1), cache.Find(Gfn(1))->data(), {});
+    cache.ResetStats();
+    if (hit_through_tlb) EXPECT_NE(tlb.Find(Pa(0x1000), Va(0x5000)), nullptr);
+    // The hand passes slot 1 (frame 1) and 2 (frame 2) once each (the Find
+    // above set frame 1's own bit; the sweep clears it first).
+    cache.Insert(Gfn(3), LivePage(3, 3));
+    cache.Insert(Gfn(4), LivePage(4, 4));
+    EXPECT_EQ(cache.Contains(Gfn(1)), hit_through_tlb);
+    // Evicted, the frame leaves the TLB too.
+    EXPECT_EQ(tlb.Peek(Pa(0x1000), Va(0x5000)), hit_through_tlb);
+    EXPECT_EQ(cache.stats().hits, hit_through_tlb ? 1u : 0u);  // the TLB's hit counts here
+  }
+}
+
+TEST(PageCacheTest, AnAttachedTlbLosesEveryLivePageTheCacheDrops) {
+  SoftTlb tlb(16);
+  PageCache cache(4);
+  cache.AttachTlb(&tlb);
+  auto enter = [&](uint64_t gfn, uint64_t vpn) {
+    tlb.Insert(Pa(0x1000), Va(vpn << 12), Gfn(gfn), cache.Find(Gfn(gfn))->data(), {});
+  };
+  for (uint64_t g = 1; g <= 3; ++g) cache.Insert(Gfn(g), LivePage(g, g));
+  enter(1, 10);
+  enter(1, 11);  // an alias
+  enter(2, 12);
+  enter(3, 13);
+  cache.Erase(Gfn(1));
+  EXPECT_EQ(tlb.size(), 2u);
+  cache.Insert(Gfn(2), LivePage(2, 7));  // replaced
+  EXPECT_FALSE(tlb.Peek(Pa(0x1000), Va(12 << 12)));
+  cache.Clear();
+  EXPECT_EQ(tlb.size(), 0u);
+  cache.Insert(Gfn(3), LivePage(3, 3));
+  enter(3, 13);
+  cache.SetEnabled(false);
+  EXPECT_EQ(tlb.size(), 0u);
+}
+
 }  // namespace
 }  // namespace vmi

@@ -27,18 +27,19 @@ SoftTlb::SoftTlb(size_t entries)
 }
 
 SoftTlb::~SoftTlb() {
-  if (allocated_) munmap(sets_, entries_ * (sizeof(Entry) + sizeof(Gfn)));
+  if (allocated_) munmap(sets_, MappedBytes());
 }
 
 bool SoftTlb::Allocate() {
   if (allocated_) return true;
   // Anonymous memory is zero (every entry empty) and costs a page fault only
   // where a set is first written.
-  void* p = mmap(nullptr, entries_ * (sizeof(Entry) + sizeof(Gfn)), PROT_READ | PROT_WRITE,
+  void* p = mmap(nullptr, MappedBytes(), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return false;  // the TLB stays empty: reads take the caches' path
   sets_ = static_cast<Entry*>(p);
   gfns_ = reinterpret_cast<Gfn*>(sets_ + entries_);
+  filter_ = reinterpret_cast<uint32_t*>(gfns_ + entries_);
   set_shift_ = 64 - std::countr_zero(entries_ / kWays);
   allocated_ = true;
   return true;
@@ -69,6 +70,7 @@ void SoftTlb::Insert(Pa root, Va va, Gfn gfn, const uint8_t* page, PagePermissio
   e.permissions = PackPermissions(permissions);
   e.refs = 0;
   gfns_[index] = gfn;
+  ++FilterOf(gfn);
   uint32_t& head = heads_[gfn];
   e.next = head;
   head = index + 1;
@@ -101,6 +103,7 @@ void SoftTlb::Unlink(uint32_t index) {
 
 void SoftTlb::Drop(uint32_t index) {
   Unlink(index);
+  --FilterOf(gfns_[index]);
   Entry& e = sets_[index];
   const uint8_t victim = e.victim;  // belongs to the set, not the entry
   e = Entry{};
@@ -123,7 +126,7 @@ size_t SoftTlb::EraseKey(uint64_t root, uint64_t vpn) {
 }
 
 size_t SoftTlb::EraseGfn(Gfn gfn) {
-  if (size_ == 0) return 0;
+  if (size_ == 0 || FilterOf(gfn) == 0) return 0;
   auto it = heads_.find(gfn);
   if (it == heads_.end()) return 0;
   size_t n = 0;
@@ -136,6 +139,7 @@ size_t SoftTlb::EraseGfn(Gfn gfn) {
     ++n;
   }
   heads_.erase(it);
+  FilterOf(gfn) -= static_cast<uint32_t>(n);
   size_ -= n;
   stats_.invalidations += n;
   return n;
@@ -146,6 +150,7 @@ void SoftTlb::Clear() {
   for (const auto& [gfn, head] : heads_) {
     for (uint32_t i = head; i != 0;) {
       Entry& e = sets_[i - 1];
+      --FilterOf(gfn);
       i = e.next;
       const uint8_t victim = e.victim;
       e = Entry{};
@@ -171,7 +176,7 @@ bool SoftTlb::TakeReference(uint64_t root, uint64_t vpn, uint8_t bit) {
 }
 
 bool SoftTlb::TakeGfnReference(Gfn gfn, uint8_t bit) {
-  if (size_ == 0) return false;
+  if (size_ == 0 || FilterOf(gfn) == 0) return false;
   auto it = heads_.find(gfn);
   if (it == heads_.end()) return false;
   bool used = false;
@@ -188,7 +193,7 @@ void SoftTlb::SetEnabled(bool enabled) {
 }
 
 size_t SoftTlb::MemoryUsage() const {
-  return sizeof(*this) + (allocated_ ? entries_ * (sizeof(Entry) + sizeof(Gfn)) : 0) +
+  return sizeof(*this) + (allocated_ ? MappedBytes() : 0) +
          heads_.bucket_count() * (sizeof(std::pair<Gfn, uint32_t>) + 1);
 }
 

@@ -23,7 +23,9 @@
 // of them hit.
 // Per frame, a chain through the entries (its head in a hash map) lets a
 // page-cache removal drop exactly that frame's entries, and Clear costs
-// O(entries), not O(capacity). A hit also marks the entry as used for both
+// O(entries), not O(capacity); in front of the hash map, a counting filter by
+// frame number makes the common case (a removed page that was never in the
+// TLB) one array load. A hit also marks the entry as used for both
 // caches' CLOCK (TakeReference), since the hit bypassed them.
 //
 // Thread-safety: thread-compatible. Find records statistics and recency.
@@ -147,8 +149,16 @@ class SoftTlb {
   void Unlink(uint32_t index);
   void Drop(uint32_t index);  // unlinks and empties one occupied entry
 
-  Entry* sets_;          // kWays entries per set
-  Gfn* gfns_ = nullptr;  // the frame of each entry
+  static constexpr size_t kFilterSize = 4096;
+  uint32_t& FilterOf(Gfn gfn) { return filter_[gfn.value() & (kFilterSize - 1)]; }
+  // One mapping holds the entries, their frames and the filter.
+  size_t MappedBytes() const {
+    return entries_ * (sizeof(Entry) + sizeof(Gfn)) + kFilterSize * sizeof(uint32_t);
+  }
+
+  Entry* sets_;               // kWays entries per set
+  Gfn* gfns_ = nullptr;       // the frame of each entry
+  uint32_t* filter_ = nullptr;  // entries per (frame mod kFilterSize)
   unsigned set_shift_;   // 64 - log2(number of sets)
   size_t entries_;
   size_t size_ = 0;
