@@ -63,7 +63,7 @@ constexpr const char* kRegionNames[] = {"direct map", "kernel image", "modules",
                                         "user",       "non-canonical"};
 // Addresses per region: mapped, unmapped. The fixmap's quota is split
 // between its two ranges.
-constexpr int kQuota[][2] = {{320, 100}, {240, 50}, {120, 90}, {200, 150},
+constexpr int kQuota[][2] = {{320, 100}, {240, 50}, {120, 90},  {200, 150},
                              {140, 50},  {15, 15},  {280, 130}, {0, 80}};
 
 struct Leaf {
@@ -75,9 +75,9 @@ struct Leaf {
 struct Workload {
   std::unique_ptr<VmiCore<dump::DumpDriver>> owner;
   os_linux::LinuxKernel kernel;
-  std::vector<AddressContext> mapped;    // shuffled
-  std::vector<AddressContext> unmapped;  // shuffled
-  std::vector<AddressContext> all;       // both, shuffled together
+  std::vector<AddressContext> mapped;       // shuffled
+  std::vector<AddressContext> unmapped;     // shuffled
+  std::vector<AddressContext> all;          // both, shuffled together
   std::vector<const uint8_t*> mapped_host;  // host address of each mapped sample in the dump
   int per_region[8][2] = {};
   // A 1 MiB direct-map range and its pages' host addresses.
@@ -117,7 +117,8 @@ void Enumerate(dump::DumpDriver& d, int levels, uint64_t table, int level, uint6
     if (level == levels) va = SignExtend(va, levels);
     const uint64_t size = uint64_t{1} << shift;
     if (va + size - 1 < lo || va >= hi) continue;
-    const bool leaf = level == 1 || ((level == 2 || level == 3) && (raw & PageTableEntry::kPageSize));
+    const bool leaf =
+        level == 1 || ((level == 2 || level == 3) && (raw & PageTableEntry::kPageSize));
     if (leaf) {
       out.push_back({va, size, root});
     } else {
@@ -146,7 +147,8 @@ void SampleRegion(Workload& w, Core& probe, Region region, const std::vector<Lea
     const uint64_t r = rng() % total;
     const size_t i = std::upper_bound(cumulative.begin(), cumulative.end(), r) - cumulative.begin();
     const uint64_t before = i == 0 ? 0 : cumulative[i - 1];
-    const AddressContext ctx(Va((clip_start(leaves[i]) + (r - before)) & ~uint64_t{7}), leaves[i].root);
+    const AddressContext ctx(Va((clip_start(leaves[i]) + (r - before)) & ~uint64_t{7}),
+                             leaves[i].root);
     // Mapped means readable: a mapping of MMIO (the local APIC) has no bytes in the dump.
     if (!probe.ReadU64(ctx).ok()) continue;
     w.mapped.push_back(ctx);
@@ -226,7 +228,8 @@ Workload& Load(int levels) {
       std::vector<Leaf> symbols;
       for (int n = 0; symbols.size() < 4 * kQuota[kImage][0] && n < 100000; ++n) {
         const os_linux::Symbol s = k.symbols[rng() % k.symbols.size()];
-        if (s.address >= r.lo && s.address < r.hi) symbols.push_back({s.address & ~uint64_t{7}, 8, k.root});
+        if (s.address >= r.lo && s.address < r.hi)
+          symbols.push_back({s.address & ~uint64_t{7}, 8, k.root});
       }
       SampleRegion(*w, *probe, r.region, symbols, r.lo, r.hi, rng);
       continue;
@@ -247,8 +250,8 @@ Workload& Load(int levels) {
                 *t.root, leaves);
     }
     if (leaves.empty()) Die("no user mappings found");
-    SampleRegion(*w, *probe, kUser, leaves, 0x1000, five ? (1ull << 56) - 0x1000 : (1ull << 47) - 0x1000,
-                 rng);
+    SampleRegion(*w, *probe, kUser, leaves, 0x1000,
+                 five ? (1ull << 56) - 0x1000 : (1ull << 47) - 0x1000, rng);
   }
   // Non-canonical: between the halves.
   {
@@ -422,12 +425,17 @@ void BM_ReadU64Hot(benchmark::State& state) {
   for (const AddressContext& c : w.mapped) {
     if (!core->ReadU64(c).ok()) std::abort();
   }
+  if constexpr (requires { core->tlb(); }) core->tlb().ResetStats();
   size_t i = 0;
   const size_t n = w.mapped.size();
   for (auto _ : state) {
     auto v = core->ReadU64(w.mapped[i]);
     benchmark::DoNotOptimize(v);
     if (++i == n) i = 0;
+  }
+  if constexpr (requires { core->tlb(); }) {
+    const CacheStats tlb = core->tlb().stats();
+    state.counters["tlb_hit%"] = 100.0 * tlb.hits / std::max<uint64_t>(1, tlb.hits + tlb.misses);
   }
 }
 BENCHMARK(BM_ReadU64Hot)->Arg(4)->Arg(5);
