@@ -671,7 +671,9 @@ TEST_P(CoherenceTest, NoStaleReadUnderRandomOperations) {
   EXPECT_GT(reads, 5000);
   EXPECT_GT(core_.v2p_cache().stats().evictions, 0u);
   EXPECT_GT(core_.page_cache().stats().evictions, 0u);
-  if (!owned) EXPECT_GT(core_.tlb().stats().hits, 0u);
+  if (!owned) {
+    EXPECT_GT(core_.tlb().stats().hits, 0u);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(BothPageKinds, CoherenceTest,
