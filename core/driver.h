@@ -11,6 +11,82 @@
 // GetMemoryAccessWithOptions / SetMemoryAccess / SetMemoryAccessWithOptions,
 // since a member named MemoryAccess would hide the vmi::MemoryAccess type.
 //
+// ---------------------------------------------------------------------------
+// The contract. The concepts fix signatures; every driver also keeps this
+// behaviour, and tests/conformance asserts it for every driver that has the
+// capability (status codes compared across drivers, effects observed through
+// the driver, known state written at set-up and read back).
+//
+// Failures and their codes. A message names the operation and its operands
+// ("write_page(gfn=0x1a2, offset=0xff8, size=16): ..."); OS and hypervisor
+// failures add errno and the failing call.
+//
+//   failure                                   code                 after it
+//   ----------------------------------------  -------------------  ----------------
+//   bad GFN: a frame the guest does not have  kNotFound            nothing changed
+//     (> Info().max_gfn, a hole, unpopulated,
+//     freed), in any method taking a Gfn
+//   span past the page: WritePage with        kOutOfRange          nothing written
+//     offset >= page_size or
+//     size > page_size - offset (never wraps;
+//     CheckPageSpan in core/page_span.h)
+//   unknown vCPU: id >= Info().vcpus          kOutOfRange          nothing changed
+//   unknown view: never created or destroyed  kInvalidArgument     nothing changed
+//     (destroying the default view too)
+//   view in use: DestroyView of a view a      kFailedPrecondition  nothing changed
+//     vCPU is in or will step in
+//   capability missing on this host/driver:   kUnimplemented       nothing changed
+//     a monitor it cannot arm (debug-stub
+//     MonitorBreakpoint/MonitorWatchpoint on a
+//     hypervisor, an interrupt vector Xen
+//     cannot intercept), altp2m not configured,
+//     options the hypervisor cannot express,
+//     frame allocation on a fixed-RAM backend,
+//     an interrupt type it cannot inject
+//   resume without pause                      kFailedPrecondition  still running,
+//                                                                  nothing unpaused
+//   AllocateGfnAt of a populated frame        kAlreadyExists       nothing changed
+//   WaitForEvent: no event within the         kDeadlineExceeded    (a paused VM
+//     timeout                                                      delivers none)
+//   WaitForEvent: a response the driver       kInvalidArgument     the vCPU resumed
+//     cannot carry out                                             as with Continue
+//
+// Refusals particular to one driver (a read-only RAM range of QEMU, a dump
+// opened without registers) are documented in its header with their code.
+//
+// A translation fault is not a driver error: VmiCore reports it as kNotFound
+// with its AddressContext attached (core/error.h), and no driver attaches
+// one. Callers tell the two apart by that payload (IsTranslationFault), and
+// an unknown view never shares the code of either.
+//
+// Idempotence: MonitorEnable of an enabled monitor and MonitorDisable of one
+// that is not enabled (even one the driver cannot arm) are OK and change
+// nothing. Pause nests: every Pause needs its Resume, and the VM runs again
+// after the last one.
+//
+// What the figures mean:
+//   Info().page_size/page_shift  4096 / 12 on x86-64.
+//   Info().max_gfn   the highest frame the guest has; ReadPage(max_gfn)
+//                    succeeds and every frame above it is a bad GFN. Frames
+//                    below may be holes. AllocateGfn may raise it.
+//   Info().vcpus     vCPU ids are 0 .. vcpus-1 (0 vCPUs: no CPU state).
+//   EventsPending()  requests raised and not yet handed to a handler.
+//   EventProcessingOverhead()  the driver's own time spent on events outside
+//                    the handlers (conversion, ring and channel work, register
+//                    reads, resuming), summed since the driver was opened:
+//                    zero before the first event, never decreasing.
+//   GetMemoryAccess  what the view allows now; a new view's frames have the
+//                    default access CreateView was given.
+//
+// Effects the suite observes: a write is read back at once, by ReadPage and
+// by the guest; a view's remap is what a vCPU in that view executes and
+// reads, while ReadPage keeps reading the frame itself; a paused VM executes
+// nothing and raises no events; an injected interrupt is delivered through
+// the guest's IDT before the vCPU executes anything else; ResetState leaves
+// every monitor off, every vCPU in the default view, no view but the default,
+// and the default view's permissions as the driver found them.
+// ---------------------------------------------------------------------------
+//
 // Thread-safety: concepts only.
 
 #ifndef VMI_CORE_DRIVER_H_

@@ -224,7 +224,7 @@ absl::Status GuestBuilder::StartVcpu(VcpuId vcpu, const AddressSpace& as, Va rip
                                      Va kernel_stack_top) {
   VMI_RETURN_IF_ERROR(EnsureSystemTables());
   if (vcpu.value() >= machine_->vcpu_count()) {
-    return absl::NotFoundError(absl::StrFormat("start_vcpu(vcpu=%s): no such vcpu", vcpu));
+    return absl::OutOfRangeError(absl::StrFormat("start_vcpu(vcpu=%s): no such vcpu", vcpu));
   }
   // TSS.RSP0 and IST1 of this vCPU.
   VMI_ASSIGN_OR_RETURN(uint8_t * tss_page, machine_->FramePointer(Gfn(tss_pa_.value() / kPage)));

@@ -47,7 +47,7 @@ TEST(GuestBuilderTest, BadMappingsAreErrors) {
   EXPECT_EQ(as->Map(Va(0x1000), Pa(0x2000), 0x1000, 0).code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(b.CreateAddressSpace(3).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b.AllocateFrames(1 << 20).status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(b.StartVcpu(VcpuId(4), *as, Va(0), Va(0)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(b.StartVcpu(VcpuId(4), *as, Va(0), Va(0)).code(), absl::StatusCode::kOutOfRange);
 }
 
 TEST(GuestBuilderTest, FiveLevelGuestRuns) {

@@ -428,7 +428,7 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(const MachineOptions& o
 
 absl::Status Machine::Impl::CheckVcpu(const char* op, VcpuId vcpu) const {
   if (vcpu.value() >= vcpus.size()) {
-    return absl::NotFoundError(
+    return absl::OutOfRangeError(
         absl::StrFormat("%s(vcpu=%s): no such vcpu (machine has %u)", op, vcpu, vcpus.size()));
   }
   return absl::OkStatus();
@@ -1358,7 +1358,7 @@ absl::Status Machine::Respond(const Response& response) {
   auto op = [&] { return absl::StrFormat("respond(vcpu=%s, kind=%s, action=%d)", e.vcpu,
                                          ExitKindName(e.kind), static_cast<int>(response.action)); };
   if (response.view.has_value() && !m.views.Exists(*response.view)) {
-    return absl::NotFoundError(absl::StrFormat("%s: no such view %s", op(), *response.view));
+    return absl::InvalidArgumentError(absl::StrFormat("%s: no such view %s", op(), *response.view));
   }
   const bool intercept = e.kind == ExitKind::kControlRegister || e.kind == ExitKind::kMsrWrite ||
                          e.kind == ExitKind::kCpuid || e.kind == ExitKind::kIo ||
@@ -1766,7 +1766,7 @@ void Machine::CancelFastSingleSteps() {
 
 absl::Status Machine::SwitchView(View view) {
   if (!impl_->views.Exists(view)) {
-    return absl::NotFoundError(absl::StrFormat("switch_view(view=%s): no such view", view));
+    return absl::InvalidArgumentError(absl::StrFormat("switch_view(view=%s): no such view", view));
   }
   for (auto& v : impl_->vcpus) v->book.view = view;
   return absl::OkStatus();
@@ -1775,7 +1775,7 @@ absl::Status Machine::SwitchView(View view) {
 absl::Status Machine::SwitchVcpuView(VcpuId vcpu, View view) {
   VMI_RETURN_IF_ERROR(impl_->CheckVcpu("switch_vcpu_view", vcpu));
   if (!impl_->views.Exists(view)) {
-    return absl::NotFoundError(
+    return absl::InvalidArgumentError(
         absl::StrFormat("switch_vcpu_view(vcpu=%s, view=%s): no such view", vcpu, view));
   }
   impl_->vcpus[vcpu.value()]->book.view = view;

@@ -51,8 +51,8 @@ TEST(MachineTest, PhysicalMemoryAndBadInput) {
               HasSubstr("read_phys(pa=0xfffffe, size=0x4)"));
   EXPECT_THAT(m->FramePointer(Gfn(0x1000)).status().message(), HasSubstr("gfn=0x1000"));
   EXPECT_THAT(m->GetRegisters(VcpuId(3)).status().message(), HasSubstr("vcpu=3"));
-  EXPECT_EQ(m->SetSingleStep(VcpuId(1), true).code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(m->SwitchView(View(4)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m->SetSingleStep(VcpuId(1), true).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(m->SwitchView(View(4)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m->SetControlRegisterMonitor(8, true).code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(m->Respond({}).code(), absl::StatusCode::kFailedPrecondition);
 }
@@ -285,7 +285,7 @@ TEST(MachineTest, InjectionWakesHaltedVcpuAndBadInjectionFails) {
   EXPECT_EQ(m->Run(1'000'000)->status, RunStatus::kAllHalted);
   EXPECT_EQ(m->InjectInterrupt(VcpuId(0), VectorOnly(14)).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(m->InjectInterrupt(VcpuId(2), VectorOnly(3)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m->InjectInterrupt(VcpuId(2), VectorOnly(3)).code(), absl::StatusCode::kOutOfRange);
   // No handler for vector 32 in loop_call's IDT: the delivery fails cleanly.
   ASSERT_TRUE(m->InjectInterrupt(VcpuId(0), VectorOnly(32)).ok());
   absl::StatusOr<RunResult> r = m->Run(1000);

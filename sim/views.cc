@@ -26,7 +26,7 @@ absl::Status ViewTable::Destroy(View view) {
     return absl::InvalidArgumentError("destroy_view(view=0): the host view cannot be destroyed");
   }
   if (views_.erase(view.value()) == 0) {
-    return absl::NotFoundError(absl::StrFormat("destroy_view(view=%s): no such view", view));
+    return absl::InvalidArgumentError(absl::StrFormat("destroy_view(view=%s): no such view", view));
   }
   return absl::OkStatus();
 }
@@ -35,10 +35,11 @@ bool ViewTable::Exists(View view) const { return views_.contains(view.value()); 
 
 absl::Status ViewTable::Check(const char* op, View view, Gfn gfn) const {
   if (!Exists(view)) {
-    return absl::NotFoundError(absl::StrFormat("%s(view=%s, gfn=%s): no such view", op, view, gfn));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s(view=%s, gfn=%s): no such view", op, view, gfn));
   }
   if (gfn > max_gfn_) {
-    return absl::OutOfRangeError(
+    return absl::NotFoundError(
         absl::StrFormat("%s(view=%s, gfn=%s): gfn beyond max_gfn %s", op, view, gfn, max_gfn_));
   }
   return absl::OkStatus();
@@ -68,7 +69,7 @@ absl::Status ViewTable::ChangeGfn(View view, Gfn old_gfn, Gfn new_gfn) {
         new_gfn));
   }
   if (new_gfn > max_gfn_) {
-    return absl::OutOfRangeError(
+    return absl::NotFoundError(
         absl::StrFormat("change_gfn(view=%s, old_gfn=%s, new_gfn=%s): new_gfn beyond max_gfn %s",
                         view, old_gfn, new_gfn, max_gfn_));
   }
@@ -90,7 +91,8 @@ absl::Status ViewTable::ResetGfn(View view, Gfn gfn) {
 absl::StatusOr<MemoryAccess> ViewTable::DefaultAccess(View view) const {
   auto it = views_.find(view.value());
   if (it == views_.end()) {
-    return absl::NotFoundError(absl::StrFormat("default_access(view=%s): no such view", view));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("default_access(view=%s): no such view", view));
   }
   return it->second.default_access;
 }

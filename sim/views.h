@@ -5,6 +5,8 @@
 // but takes access overrides like any other view.
 //
 // ViewTable is only the bookkeeping; Machine applies it to the vCPU engines.
+// Errors follow the driver contract (core/driver.h): an unknown view is
+// InvalidArgument, a frame beyond max_gfn NotFound.
 //
 // Thread-safety: thread-compatible.
 

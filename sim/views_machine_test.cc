@@ -159,7 +159,7 @@ TEST(ViewsMachineTest, ChangeGfnRemapsOnlyInThatView) {
   ASSERT_TRUE(m.ResetGfn(v, f.data_gfn).ok());
   EXPECT_EQ(m.views().Lookup(v, f.data_gfn).backing, f.data_gfn);
   ASSERT_TRUE(m.DestroyView(v).ok());
-  EXPECT_EQ(m.SwitchView(v).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m.SwitchView(v).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ViewsMachineTest, DestroyingActiveViewFails) {
@@ -168,9 +168,9 @@ TEST(ViewsMachineTest, DestroyingActiveViewFails) {
   ASSERT_TRUE(f.m->SwitchVcpuView(VcpuId(0), v).ok());
   EXPECT_THAT(f.m->DestroyView(v).message(), HasSubstr("active on vcpu 0"));
   EXPECT_EQ(f.m->SetMemoryAccess(View(9), Gfn(1), MemoryAccess::R()).code(),
-            absl::StatusCode::kNotFound);
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(f.m->SetMemoryAccess(v, Gfn(0x1000), MemoryAccess::R()).code(),
-            absl::StatusCode::kOutOfRange);
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ViewsMachineTest, PerVcpuViews) {

@@ -41,17 +41,17 @@ TEST(ViewTableTest, CreateSetRemapResetDestroy) {
 TEST(ViewTableTest, BadInputNamesOperationAndOperands) {
   ViewTable t(Gfn(0xff));
   absl::Status s = t.SetAccess(View(7), Gfn(1), MemoryAccess::R());
-  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("set_memory_access(view=7, gfn=0x1): no such view"));
   s = t.SetAccess(kDefaultView, Gfn(0x100), MemoryAccess::R());
-  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(s.message(), HasSubstr("gfn=0x100"));
   EXPECT_EQ(t.Destroy(kDefaultView).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(t.ChangeGfn(kDefaultView, Gfn(1), Gfn(2)).code(), absl::StatusCode::kInvalidArgument);
   absl::StatusOr<View> v = t.Create(MemoryAccess::RWX());
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(t.ChangeGfn(*v, Gfn(1), Gfn(0x1000)).code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(t.Destroy(View(9)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(t.ChangeGfn(*v, Gfn(1), Gfn(0x1000)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(t.Destroy(View(9)).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ViewTableTest, RunsOutOfViews) {

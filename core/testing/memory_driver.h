@@ -29,6 +29,7 @@
 #include "core/driver.h"
 #include "core/event.h"
 #include "core/mapped_page.h"
+#include "core/page_span.h"
 #include "core/testing/test_arch.h"
 #include "core/types.h"
 
@@ -84,10 +85,7 @@ class MemoryDriver {
   absl::StatusOr<MappedPage> WritePage(Gfn gfn, uint64_t offset, absl::Span<const uint8_t> data) {
     if (absl::Status f = Tick(Op::kWritePage); !f.ok()) return f;
     if (gfn > s_->max_gfn) return BadGfn("write_page", gfn);
-    if (offset + data.size() > 4096) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "write_page(gfn=%s, offset=0x%x, len=%u): crosses the page end", gfn, offset, data.size()));
-    }
+    if (absl::Status s = CheckPageSpan("write_page", gfn, offset, data.size()); !s.ok()) return s;
     std::memcpy(s_->ram.data() + gfn.value() * 4096 + offset, data.data(), data.size());
     --s_->calls[static_cast<int>(Op::kReadPage)];  // the read below is not the caller's
     return ReadPage(gfn);

@@ -152,7 +152,8 @@ absl::StatusOr<amd64::Registers> DumpDriver::Registers(VcpuId vcpu) {
   if (!state_) return absl::FailedPreconditionError("registers(): driver was moved from");
   const auto& registers = state_->layout.registers;
   if (registers.empty()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    // Info().vcpus is 0: every vCPU id is unknown (the contract's OutOfRange).
+    return absl::OutOfRangeError(absl::StrFormat(
         "registers(vcpu=%s): %s dump %s carries no CPU state; supply registers (e.g. a CR3) in "
         "OpenOptions",
         vcpu, DumpFormatName(state_->layout.format), state_->path));

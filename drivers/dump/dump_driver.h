@@ -84,8 +84,9 @@ class DumpDriver {
 
   // The vCPU's state as the dump (or OpenOptions) records it. Fields a
   // format does not carry are zero; EFER is inferred (LME|LMA|NXE) for a
-  // vCPU with CR0.PG and CR4.PAE in a 64-bit dump. FailedPrecondition for a
-  // dump without CPU state, OutOfRange for a vCPU it does not have.
+  // vCPU with CR0.PG and CR4.PAE in a 64-bit dump. OutOfRange for a vCPU it
+  // does not have, which is every vCPU of a dump without CPU state (the
+  // driver contract's unknown vCPU; the message says so).
   [[nodiscard]] absl::StatusOr<amd64::Registers> Registers(VcpuId vcpu);
 
   const std::string& path() const;

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/error.h"
+#include "core/page_span.h"
 #include "drivers/qemu/internal/gdb_remote.h"
 #include "drivers/qemu/internal/monitor_text.h"
 #include "drivers/qemu/internal/qmp.h"
@@ -562,9 +563,8 @@ absl::StatusOr<MappedPage> QemuDriver::ReadPage(Gfn gfn) {
 
 absl::StatusOr<MappedPage> QemuDriver::WritePage(Gfn gfn, uint64_t offset, absl::Span<const uint8_t> content) {
   if (!state_) return absl::FailedPreconditionError("write_page(): driver was moved from");
-  if (offset >= kPageSize || content.size() > kPageSize - offset) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "write_page(gfn=%s, offset=0x%x, len=%u): beyond the 4096-byte page", gfn, offset, content.size()));
+  if (absl::Status s = CheckPageSpan("write_page", gfn, offset, content.size(), kPageSize); !s.ok()) {
+    return s;
   }
   const uint64_t gpa = gfn.value() * kPageSize;
   const qemu_internal::RamRange* r = FindRange(state_->ranges, gpa);
@@ -876,17 +876,17 @@ absl::Status QemuDriver::Resume() {
 }
 
 absl::StatusOr<Gfn> QemuDriver::AllocateGfn() {
-  return absl::FailedPreconditionError(
+  return absl::UnimplementedError(
       "allocate_gfn: not possible on QEMU: guest RAM is QEMU's fixed memory backend");
 }
 
 absl::Status QemuDriver::AllocateGfnAt(Gfn gfn) {
-  return absl::FailedPreconditionError(absl::StrFormat(
+  return absl::UnimplementedError(absl::StrFormat(
       "allocate_gfn_at(gfn=%s): not possible on QEMU: guest RAM is QEMU's fixed memory backend", gfn));
 }
 
 absl::Status QemuDriver::FreeGfn(Gfn gfn) {
-  return absl::FailedPreconditionError(absl::StrFormat(
+  return absl::UnimplementedError(absl::StrFormat(
       "free_gfn(gfn=%s): not possible on QEMU: guest RAM is QEMU's fixed memory backend", gfn));
 }
 
@@ -896,7 +896,7 @@ absl::Status QemuDriver::InjectInterrupt(VcpuId vcpu, const amd64::Interrupt& in
                                                  vcpu, state_->threads.size()));
   }
   if (interrupt.vector != amd64::exception::kNmi) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    return absl::UnimplementedError(absl::StrFormat(
         "inject_interrupt(vcpu=%s, vector=%u): QEMU can inject only NMIs (QMP inject-nmi)", vcpu,
         interrupt.vector));
   }

@@ -15,9 +15,10 @@
 //
 // Capabilities: VmiRead, VmiWrite, VmiQueryRegisters, VmiSetRegisters,
 // VmiEventControl and VmiVmControl; no second-level permissions and no
-// views (pinned below). Of VmiVmControl, frame allocation is refused (QEMU's
-// RAM is a fixed backend) and InjectInterrupt takes NMIs only (QMP's
-// inject-nmi, which QEMU delivers to every vCPU).
+// views (pinned below). Of VmiVmControl, frame allocation is Unimplemented
+// (QEMU's RAM is a fixed backend) and InjectInterrupt takes NMIs only (QMP's
+// inject-nmi, which QEMU delivers to every vCPU; other interrupts are
+// Unimplemented). Errors follow the driver contract in core/driver.h.
 //
 // Events come from the stub: MonitorBreakpoint (stops before the
 // instruction, invisible to the guest under TCG; under KVM QEMU patches an

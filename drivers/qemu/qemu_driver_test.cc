@@ -256,8 +256,8 @@ TEST_F(QemuDriverTest, WhatQemuCannotDoIsRefusedClearly) {
   EXPECT_EQ(driver().MonitorEnable(amd64::MonitorInterrupt{3}).code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(driver().MonitorEnable(amd64::MonitorControlRegister{amd64::ControlRegister::kCr3}).code(),
             absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(driver().AllocateGfn().status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(driver().FreeGfn(Gfn(0x100)).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(driver().AllocateGfn().status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(driver().FreeGfn(Gfn(0x100)).code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(driver().InjectInterrupt(VcpuId(0), amd64::Interrupt::Breakpoint(1)).message()),
               HasSubstr("only NMIs"));
   // An unsupported response resumes the guest and says so.

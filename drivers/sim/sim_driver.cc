@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "core/error.h"
+#include "core/page_span.h"
 
 namespace vmi::sim {
 namespace {
@@ -77,11 +78,7 @@ absl::StatusOr<MappedPage> SimDriver::ReadPage(Gfn gfn) {
 absl::StatusOr<MappedPage> SimDriver::WritePage(Gfn gfn, uint64_t offset,
                                                 absl::Span<const uint8_t> data) {
   VMI_RETURN_IF_ERROR(CheckPopulated("write_page", gfn));
-  if (offset >= kPageSize || data.size() > kPageSize - offset) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "write_page(gfn=%s, offset=0x%x, len=%u): past the end of the page", gfn, offset,
-        data.size()));
-  }
+  VMI_RETURN_IF_ERROR(CheckPageSpan("write_page", gfn, offset, data.size(), kPageSize));
   VMI_RETURN_IF_ERROR(state_->machine->WritePhys(Pa(gfn.value() * kPageSize + offset), data));
   return ReadPage(gfn);
 }
@@ -344,6 +341,7 @@ absl::Status SimDriver::ChangeViewGfn(View view, Gfn old_gfn, Gfn new_gfn) {
 }
 
 absl::Status SimDriver::ResetViewGfn(View view, Gfn gfn) {
+  VMI_RETURN_IF_ERROR(CheckPopulated("reset_view_gfn", gfn));
   return state_->machine->ResetGfn(view, gfn);
 }
 

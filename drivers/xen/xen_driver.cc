@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "core/error.h"
+#include "core/page_span.h"
 #include "drivers/xen/convert.h"
 #include "drivers/xen/internal/xen_api.h"
 #include "drivers/xen/internal/xen_headers.h"
@@ -138,6 +139,9 @@ struct XenDriver::Impl {
 
   // View-0 permissions as found, for the frames this driver changed.
   absl::flat_hash_map<uint64_t, xenmem_access_t> original_access;
+
+  // vCPU ids are 0 .. vcpus-1 (max_vcpu_id + 1 at Open; fixed for a domain).
+  uint16_t vcpus = 0;
 
   // VM control.
   int pause_depth = 0;
@@ -336,7 +340,7 @@ struct XenDriver::Impl {
     if (!configured.ok() || !*configured) {
       std::string why = configured.ok() ? "HVM_PARAM_ALTP2M is disabled"
                                         : std::string(configured.status().message());
-      return absl::FailedPreconditionError(absl::StrFormat(
+      return absl::UnimplementedError(absl::StrFormat(
           "altp2m not available for domain %u (configure altp2m=\"external\" or \"mixed\" in "
           "the domain's xl.cfg and boot Xen with altp2m=1): %s",
           domid, why));
@@ -393,8 +397,12 @@ struct XenDriver::Impl {
     const std::string args = absl::StrFormat("gfn=%s", gfn);
     if (p == nullptr) return AnnotateStatus(Error("xenforeignmemory_map", args), op);
     if (err != 0) {
+      // Xen refused this one frame (not populated, beyond max_gpfn, not
+      // mappable): the contract's bad GFN, whatever the errno.
       api->xenforeignmemory_unmap(fmem.get(), p, 1);
-      return AnnotateStatus(XenCallError("xenforeignmemory_map", domid, args, std::abs(err)), op);
+      const absl::Status cause = XenCallError("xenforeignmemory_map", domid, args, std::abs(err));
+      return absl::NotFoundError(absl::StrFormat("%s(gfn=%s): frame not present (%s)", op, gfn,
+                                                 cause.message()));
     }
     std::shared_ptr<xenforeignmemory_handle> handle = fmem;
     return MappedPage::Live(gfn, static_cast<uint8_t*>(p), kPageSize, [handle, p, api = api] {
@@ -466,6 +474,13 @@ struct XenDriver::Impl {
     return first;
   }
 
+  // The contract's unknown vCPU: OutOfRange, before any hypercall.
+  absl::Status CheckVcpu(const char* op, VcpuId vcpu) const {
+    if (vcpu.value() < vcpus) return absl::OkStatus();
+    return absl::OutOfRangeError(absl::StrFormat("%s(domain %u, vcpu=%u): the domain has %u vCPUs",
+                                                 op, domid, vcpu.value(), vcpus));
+  }
+
   absl::Status CheckOpen() const {
     if (closed || xc == nullptr) {
       return absl::FailedPreconditionError(
@@ -526,6 +541,9 @@ absl::StatusOr<XenDriver> XenDriver::OpenWith(const XenApi* api, uint32_t domid,
   if ((info->flags & XEN_DOMINF_dying) != 0) {
     return absl::FailedPreconditionError(absl::StrFormat("%s: domain %u is dying", context, domid));
   }
+  impl->vcpus = info->max_vcpu_id == XEN_INVALID_MAX_VCPU_ID
+                    ? 0
+                    : static_cast<uint16_t>(info->max_vcpu_id + 1);
   impl->attached = true;
   return XenDriver(std::move(impl));
 }
@@ -621,10 +639,7 @@ absl::StatusOr<MappedPage> XenDriver::ReadPage(Gfn gfn) {
 absl::StatusOr<MappedPage> XenDriver::WritePage(Gfn gfn, uint64_t offset,
                                                 absl::Span<const uint8_t> content) {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
-  if (offset > kPageSize || content.size() > kPageSize - offset) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "write_page(gfn=%s, offset=0x%x, size=%u): beyond the page", gfn, offset, content.size()));
-  }
+  VMI_RETURN_IF_ERROR(CheckPageSpan("write_page", gfn, offset, content.size(), kPageSize));
   VMI_ASSIGN_OR_RETURN(MappedPage page, impl_->MapOne(gfn, PROT_READ | PROT_WRITE, "write_page"));
   if (!content.empty()) {
     std::memcpy(const_cast<uint8_t*>(page.data()) + offset, content.data(), content.size());
@@ -732,6 +747,7 @@ absl::Status XenDriver::SetMemoryAccessWithOptions(Gfn gfn, View view, MemoryAcc
 
 absl::StatusOr<amd64::Registers> XenDriver::Registers(VcpuId vcpu) {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("registers", vcpu));
   hvm_hw_cpu cpu;
   std::memset(&cpu, 0, sizeof(cpu));
   if (impl_->api->xc_domain_hvm_getcontext_partial(impl_->xc, impl_->domid, HVM_SAVE_CODE(CPU),
@@ -754,6 +770,7 @@ absl::StatusOr<amd64::Registers> XenDriver::Registers(VcpuId vcpu) {
 
 absl::Status XenDriver::SetRegisters(VcpuId vcpu, const amd64::Registers& registers) {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("set_registers", vcpu));
   xc_interface* xc = impl_->xc;
   const uint32_t domid = impl_->domid;
   // Paused so that the other records written back are not stale.
@@ -807,7 +824,12 @@ absl::Status XenDriver::DestroyView(View view) {
   }
   VMI_RETURN_IF_ERROR(impl_->EnsureAltp2m());
   if (impl_->api->xc_altp2m_destroy_view(impl_->xc, impl_->domid, view.value()) != 0) {
-    return impl_->Error("xc_altp2m_destroy_view", ViewArg(view));
+    const int err = errno;
+    absl::Status status = XenCallError("xc_altp2m_destroy_view", impl_->domid, ViewArg(view), err);
+    // Xen refuses a view some vCPU is still in with EBUSY: the contract's
+    // "view in use", not an unavailable host.
+    if (err == EBUSY) return absl::FailedPreconditionError(status.message());
+    return status;
   }
   impl_->views.erase(view.value());
   return absl::OkStatus();
@@ -857,7 +879,8 @@ absl::Status XenDriver::MonitorEnable(const amd64::EventMonitor& monitor) {
 
 absl::Status XenDriver::MonitorDisable(const amd64::EventMonitor& monitor) {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
-  if (impl_->ring_page == nullptr) return absl::OkStatus();  // nothing was ever enabled
+  // Not enabled (or never could be): nothing to undo.
+  if (impl_->ring_page == nullptr || !impl_->monitors.contains(monitor)) return absl::OkStatus();
   VMI_RETURN_IF_ERROR(impl_->SetMonitor(monitor, false));
   impl_->monitors.erase(monitor);
   return absl::OkStatus();
@@ -964,13 +987,7 @@ absl::Status XenDriver::WaitForEventImpl(absl::Duration timeout, Handler handler
   RING_PUSH_RESPONSES(&x.back_ring);
   if (impl_->api->xenevtchn_notify(x.evtchn, x.local_port) != 0) note(x.Error("xenevtchn_notify"));
 
-  if (answered > 0) {
-    const absl::Duration per_event =
-        (absl::Now() - batch_start - in_handler) / static_cast<int64_t>(answered);
-    // Exponential moving average, weight 1/8 for the newest batch.
-    x.overhead =
-        x.overhead == absl::ZeroDuration() ? per_event : x.overhead + (per_event - x.overhead) / 8;
-  }
+  if (answered > 0) x.overhead += absl::Now() - batch_start - in_handler;
   return AnnotateStatus(first_problem, absl::StrFormat("wait_for_event(domain %u)", x.domid));
 }
 
@@ -986,9 +1003,14 @@ absl::Status XenDriver::Pause() {
 
 absl::Status XenDriver::Resume() {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
+  // Unpausing without our own pause could undo another tool's.
+  if (impl_->pause_depth == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("resume(domain %u): the domain is not paused by this driver", impl_->domid));
+  }
   if (impl_->api->xc_domain_unpause(impl_->xc, impl_->domid) != 0)
     return impl_->Error("xc_domain_unpause");
-  if (impl_->pause_depth > 0) --impl_->pause_depth;
+  --impl_->pause_depth;
   return absl::OkStatus();
 }
 
@@ -1036,6 +1058,9 @@ absl::Status XenDriver::AllocateGfnAt(Gfn gfn) {
 absl::Status XenDriver::FreeGfn(Gfn gfn) {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
   Impl& x = *impl_;
+  // An unpopulated frame is the contract's bad GFN (decrease_reservation
+  // would report it with whatever errno, or not at all).
+  VMI_RETURN_IF_ERROR(x.MapOne(gfn, PROT_READ, "free_gfn").status());
   xen_pfn_t pfn = gfn.value();
   if (impl_->api->xc_domain_decrease_reservation_exact(x.xc, x.domid, 1, 0, &pfn) != 0) {
     return x.Error("xc_domain_decrease_reservation_exact", absl::StrFormat("gfn=%s", gfn));
@@ -1052,6 +1077,7 @@ absl::Status XenDriver::FreeGfn(Gfn gfn) {
 
 absl::Status XenDriver::InjectInterrupt(VcpuId vcpu, const amd64::Interrupt& interrupt) {
   VMI_RETURN_IF_ERROR(impl_->CheckOpen());
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("inject_interrupt", vcpu));
   const uint32_t error_code = interrupt.has_error_code ? interrupt.error_code : kNoErrorCode;
   if (impl_->api->xendevicemodel_inject_event(impl_->dm, static_cast<domid_t>(impl_->domid),
                                               vcpu.value(), interrupt.vector,

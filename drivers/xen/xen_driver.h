@@ -11,7 +11,8 @@
 //    in the full context, with the domain paused around get and set.
 //  * Views: altp2m, probed (HVM_PARAM_ALTP2M), never forced. A domain without
 //    altp2m works for everything else; view operations then fail with
-//    "altp2m not available for domain N (configure altp2m=...)".
+//    Unimplemented, "altp2m not available for domain N (configure altp2m=...)".
+//  * Errors follow the driver contract in core/driver.h.
 //  * Events: the vm_event monitor ring and its event channel, set up the first
 //    time anything needs them (a monitor, a restrictive permission, a wait).
 //  * Teardown (destructor or Close) leaves the domain as it was found:
@@ -146,9 +147,8 @@ class XenDriver {
   absl::Status MonitorDisable(const amd64::EventMonitor& monitor);
   // Requests waiting in the ring.
   size_t EventsPending();
-  // Mean time the driver itself spent per event in recent batches
-  // (conversion, ring and event-channel work, excluding the handler); zero
-  // until an event was processed.
+  // Time the driver itself spent on events (conversion, ring and
+  // event-channel work, excluding the handlers), summed since Open.
   absl::Duration EventProcessingOverhead();
 
   // Waits up to `timeout` for the event channel; DeadlineExceeded when
@@ -167,6 +167,8 @@ class XenDriver {
 
   // ---- VmiVmControl ----
   // Nested: every Pause needs a Resume; teardown undoes outstanding pauses.
+  // Resume without this driver's Pause is FailedPrecondition and unpauses
+  // nothing (it could undo another tool's pause).
   absl::Status Pause();
   absl::Status Resume();
   // Populates the frame after the current maximum GFN (xc_domain_maximum_gpfn
@@ -174,7 +176,8 @@ class XenDriver {
   absl::StatusOr<Gfn> AllocateGfn();
   // Populates `gfn`; AlreadyExists when it is mapped already.
   absl::Status AllocateGfnAt(Gfn gfn);
-  // Returns the frame to Xen (decrease_reservation). Works on any frame.
+  // Returns a populated frame to Xen (decrease_reservation); NotFound for
+  // one that is not populated.
   absl::Status FreeGfn(Gfn gfn);
   absl::Status InjectInterrupt(VcpuId vcpu, const amd64::Interrupt& interrupt);
   // Every monitor off, every vCPU in view 0, this driver's views destroyed,

@@ -288,7 +288,7 @@ TEST_F(XenDriverFake, WithoutAltp2mViewsFailClearlyAndTheRestWorks) {
   XenDriver driver = Attach();
   absl::StatusOr<View> view = driver.CreateView(MemoryAccess::RWX());
   ASSERT_FALSE(view.ok());
-  EXPECT_EQ(view.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(view.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(view.status().message(),
               HasSubstr("altp2m not available for domain 5 (configure altp2m="));
   EXPECT_FALSE(driver.SwitchToView(View(1)).ok());
@@ -363,8 +363,8 @@ TEST_F(XenDriverFake, RegistersReadAndWrittenThroughTheCpuRecord) {
   EXPECT_EQ(fake_.cpus[1].tsc, 0x1234u);  // untouched
   EXPECT_EQ(fake_.cpus[0].rip, 0u);       // other vCPU untouched
   EXPECT_EQ(fake_.pause_count, 0);        // paused only around the update
-  EXPECT_EQ(driver.Registers(VcpuId(7)).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(driver.SetRegisters(VcpuId(7), *regs).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(driver.Registers(VcpuId(7)).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(driver.SetRegisters(VcpuId(7), *regs).code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(fake_.pause_count, 0);
 }
 
@@ -539,6 +539,31 @@ TEST_F(XenDriverFake, AllocateAndFreeGfnRaiseAndRestoreMaxMemory) {
   ASSERT_TRUE(driver.FreeGfn(*gfn).ok());
   EXPECT_FALSE(fake_.populated.contains(0x100));
   EXPECT_EQ(fake_.max_pages, 256u);
+}
+
+// The contract: a Resume without this driver's Pause refuses and unpauses
+// nothing, so it cannot undo another tool's pause.
+TEST_F(XenDriverFake, ResumeWithoutPauseLeavesAnotherToolsPauseAlone) {
+  XenDriver driver = Attach();
+  fake_.pause_count = 1;  // another tool paused the domain
+  const absl::Status s = driver.Resume();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(fake_.pause_count, 1);
+  EXPECT_EQ(std::count(fake_.calls.begin(), fake_.calls.end(), "xc_domain_unpause"), 0);
+  fake_.pause_count = 0;
+}
+
+TEST_F(XenDriverFake, ContractCodesForBadFramesAndVcpus) {
+  XenDriver driver = Attach();
+  EXPECT_EQ(driver.FreeGfn(Gfn(0x1f0)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(std::count(fake_.calls.begin(), fake_.calls.end(),
+                       "xc_domain_decrease_reservation_exact"),
+            0);
+  EXPECT_EQ(driver.ReadPage(Gfn(0x1f0)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(driver.Registers(VcpuId(2)).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(driver.InjectInterrupt(VcpuId(2), amd64::Interrupt::Nmi()).code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(fake_.injected.empty());
 }
 
 TEST_F(XenDriverFake, PauseResumeAndInjection) {

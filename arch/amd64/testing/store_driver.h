@@ -1,6 +1,7 @@
 // StoreDriver: a test-only Amd64 driver (VmiRead + VmiWrite) over a
 // MemoryPageStore, so VmiCore can be exercised and benchmarked against page
 // tables built by PageTableBuilder. Pages are live views of the store.
+// Errors follow the driver contract (core/driver.h).
 //
 // Thread-safety: thread-compatible.
 
@@ -14,6 +15,7 @@
 #include "arch/amd64/amd64.h"
 #include "arch/amd64/testing/page_store.h"
 #include "core/driver.h"
+#include "core/page_span.h"
 #include "core/mapped_page.h"
 
 namespace vmi::amd64::testing {
@@ -28,16 +30,16 @@ class StoreDriver {
 
   absl::StatusOr<MappedPage> ReadPage(Gfn gfn) {
     if (gfn > store_->max_gfn()) {
-      return absl::OutOfRangeError(absl::StrFormat("read_page(gfn=%s): beyond max_gfn", gfn));
+      return absl::NotFoundError(absl::StrFormat("read_page(gfn=%s): beyond max_gfn", gfn));
     }
     return MappedPage::Live(gfn, store_->MutablePage(gfn), 4096);
   }
 
   absl::StatusOr<MappedPage> WritePage(Gfn gfn, uint64_t offset, absl::Span<const uint8_t> data) {
-    if (gfn > store_->max_gfn() || offset + data.size() > 4096) {
-      return absl::OutOfRangeError(
-          absl::StrFormat("write_page(gfn=%s, offset=0x%x): out of range", gfn, offset));
+    if (gfn > store_->max_gfn()) {
+      return absl::NotFoundError(absl::StrFormat("write_page(gfn=%s): beyond max_gfn", gfn));
     }
+    if (absl::Status s = CheckPageSpan("write_page", gfn, offset, data.size()); !s.ok()) return s;
     std::memcpy(store_->MutablePage(gfn) + offset, data.data(), data.size());
     return ReadPage(gfn);
   }
