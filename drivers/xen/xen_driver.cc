@@ -23,16 +23,10 @@
 #include "core/page_span.h"
 #include "drivers/xen/convert.h"
 #include "drivers/xen/internal/xen_api.h"
+#include "drivers/xen/internal/vm_event_ring.h"
 #include "drivers/xen/internal/xen_headers.h"
 
 namespace vmi::xen {
-
-namespace xen_internal {
-const XenApi& RealXenApi() {
-  static const XenApi api;
-  return api;
-}
-}  // namespace xen_internal
 
 namespace {
 
@@ -128,7 +122,7 @@ struct XenDriver::Impl {
   void* ring_page = nullptr;
   xenevtchn_handle* evtchn = nullptr;
   evtchn_port_t local_port = 0;
-  vm_event_back_ring_t back_ring{};
+  xen_internal::VmEventBackRing ring;
   absl::flat_hash_set<amd64::EventMonitor> monitors;
   absl::Duration overhead = absl::ZeroDuration();
 
@@ -195,22 +189,14 @@ struct XenDriver::Impl {
       munmap(page, kPageSize);
       return status;
     }
-    auto* sring = static_cast<vm_event_sring_t*>(page);
-    SHARED_RING_INIT(sring);
-    BACK_RING_INIT(&back_ring, sring, kPageSize);
+    ring.Attach(page, kPageSize);
     ring_page = page;
     evtchn = ch;
     local_port = static_cast<evtchn_port_t>(port);
     return absl::OkStatus();
   }
 
-  size_t Unconsumed() {
-    if (ring_page == nullptr) return 0;
-    // The count (RING_HAS_UNCONSUMED_REQUESTS may be configured as a bool).
-    size_t n = XEN_RING_NR_UNCONSUMED_REQUESTS(&back_ring);
-    xen_rmb();  // read requests only after seeing req_prod
-    return n;
-  }
+  size_t Unconsumed() { return ring.Unconsumed(); }
 
   absl::Status SetMonitor(const amd64::EventMonitor& monitor, bool enable) {
     auto report = [this, &monitor, enable](int rc, const char* call) -> absl::Status {
@@ -306,20 +292,14 @@ struct XenDriver::Impl {
   // stays paused when the ring goes away.
   void AnswerPending() {
     if (ring_page == nullptr) return;
-    bool any = false;
     while (Unconsumed() > 0) {
-      vm_event_request_t req;
-      RING_COPY_REQUEST(&back_ring, back_ring.req_cons, &req);
-      ++back_ring.req_cons;
+      const vm_event_request_t req = ring.Take();
       absl::StatusOr<vm_event_response_t> rsp =
           ResponseFromEvent(req, VmiEventResponse<Amd64>::Continue());
-      if (!rsp.ok()) continue;
-      *RING_GET_RESPONSE(&back_ring, back_ring.rsp_prod_pvt) = *rsp;
-      ++back_ring.rsp_prod_pvt;
-      any = true;
+      if (rsp.ok()) ring.Put(*rsp);
     }
-    if (any) {
-      RING_PUSH_RESPONSES(&back_ring);
+    if (ring.unpublished() > 0) {
+      ring.Publish();
       api->xenevtchn_notify(evtchn, local_port);
     }
   }
@@ -443,6 +423,7 @@ struct XenDriver::Impl {
     if (ring_page != nullptr) {
       AnswerPending();
       if (api->xc_monitor_disable(xc, domid) != 0) note(Error("xc_monitor_disable"));
+      ring.Detach();
       munmap(ring_page, kPageSize);
       ring_page = nullptr;
       api->xenevtchn_unbind(evtchn, local_port);
@@ -915,7 +896,7 @@ absl::Status XenDriver::WaitForEventImpl(absl::Duration timeout, Handler handler
                           int64_t{1} << 30));
     }
     pollfd pfd{impl_->api->xenevtchn_fd(x.evtchn), POLLIN | POLLERR, 0};
-    const int rc = poll(&pfd, 1, wait_ms);
+    const int rc = impl_->api->poll(&pfd, 1, wait_ms);
     if (rc < 0) {
       if (errno == EINTR) continue;
       return ErrnoError(absl::StrFormat("poll(event channel of domain %u)", x.domid), errno);
@@ -940,13 +921,7 @@ absl::Status XenDriver::WaitForEventImpl(absl::Duration timeout, Handler handler
     if (first_problem.ok() && !s.ok()) first_problem = s;
   };
   while (x.Unconsumed() > 0) {
-    vm_event_request_t req;
-    RING_COPY_REQUEST(&x.back_ring, x.back_ring.req_cons, &req);
-    ++x.back_ring.req_cons;
-    // Ask for a notification for the next request, and make that visible
-    // before the loop re-reads req_prod (Xen's producer checks req_event).
-    x.back_ring.sring->req_event = x.back_ring.req_cons + 1;
-    xen_mb();
+    const vm_event_request_t req = x.ring.Take();
 
     VmiEventResponse<Amd64> response = VmiEventResponse<Amd64>::Continue();
     absl::StatusOr<VmiEvent<Amd64>> event = EventFromRequest(req);
@@ -980,11 +955,10 @@ absl::Status XenDriver::WaitForEventImpl(absl::Duration timeout, Handler handler
       note(AnnotateStatus(rsp.status(), "answered with continue instead"));
       rsp = ResponseFromEvent(req, VmiEventResponse<Amd64>::Continue());
     }
-    *RING_GET_RESPONSE(&x.back_ring, x.back_ring.rsp_prod_pvt) = *rsp;
-    ++x.back_ring.rsp_prod_pvt;
+    x.ring.Put(*rsp);
     ++answered;
   }
-  RING_PUSH_RESPONSES(&x.back_ring);
+  x.ring.Publish();
   if (impl_->api->xenevtchn_notify(x.evtchn, x.local_port) != 0) note(x.Error("xenevtchn_notify"));
 
   if (answered > 0) x.overhead += absl::Now() - batch_start - in_handler;

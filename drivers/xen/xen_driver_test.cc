@@ -20,6 +20,7 @@
 #include "core/vmi_core.h"
 #include "drivers/xen/convert.h"
 #include "drivers/xen/internal/fake_xen.h"
+#include "drivers/xen/internal/xen_api.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -107,6 +108,19 @@ TEST(XenDriverFromEnvironment, SetVariableIsUsed) {
   EXPECT_THAT(driver.status().message(), HasSubstr("guest-from-env"));
   EXPECT_THAT(driver.status().code(),
               AnyOf(absl::StatusCode::kUnavailable, absl::StatusCode::kNotFound));
+}
+
+// ---- The table of Xen calls ----
+
+TEST(XenApiTest, AnUnfakedCallAbortsNamingIt) {
+  const xen_internal::XenApi api = xen_internal::AbortingXenApi();
+  EXPECT_DEATH(api.xc_domain_pause(nullptr, 1), "XenApi call xc_domain_pause is not faked");
+  EXPECT_DEATH(api.poll(nullptr, 0, 0), "XenApi call poll is not faked");
+}
+
+TEST(XenApiTest, TheRealTableCallsTheLibraries) {
+  EXPECT_EQ(xen_internal::RealXenApi().xc_domain_pause, &::xc_domain_pause);
+  EXPECT_EQ(xen_internal::RealXenApi().poll, &::poll);
 }
 
 // ---- Against the scripted hypervisor ----

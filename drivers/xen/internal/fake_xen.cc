@@ -553,6 +553,9 @@ FakeXen::FakeXen() {
   cpus.resize(max_vcpu_id + 1);
   for (hvm_hw_cpu& c : cpus) std::memset(&c, 0, sizeof(c));
 
+  // Every entry this fake does not install aborts, naming the call.
+  api_ = AbortingXenApi();
+  api_.poll = &::poll;  // the event channel is a real pipe
   api_.xc_interface_open = &InterfaceOpen;
   api_.xc_interface_close = &InterfaceClose;
   api_.xc_domain_getinfolist = &GetInfoList;

@@ -7,7 +7,8 @@
 // It models what the driver relies on, not Xen: permissions per view, altp2m
 // state and views, monitors, pause count, max memory and populated frames,
 // HVM CPU records, injected events, xenstore names. Any call can be made to
-// fail with a chosen errno.
+// fail with a chosen errno. Its table starts from AbortingXenApi(): a call
+// it does not fake aborts the test instead of reaching the real library.
 //
 // Thread-safety: one FakeXen at a time per process (the XenApi entries are
 // plain functions that find it through a global); thread-compatible.

@@ -1,13 +1,18 @@
-// XenApi: the Xen tools library calls XenDriver makes, as a table of function
-// pointers. Production code uses RealXenApi(), whose entries are the real
-// libxenctrl & co. functions; tests substitute a scripted hypervisor so that
-// the driver's control flow (ring handling, teardown, altp2m probing) runs
-// without Xen.
+// XenApi: the Xen tools library calls XenDriver makes (and the poll() on its
+// event channel), as a table of function pointers. Production code uses
+// RealXenApi(), whose entries are the real libxenctrl & co. functions; tests
+// substitute a scripted hypervisor so that the driver's control flow (ring
+// handling, teardown, altp2m probing) runs without Xen. A fake starts from
+// AbortingXenApi(), generated from the same list, so a call it does not fake
+// aborts the test naming the call instead of reaching the real library with
+// a bogus handle.
 //
 // Thread-safety: the table is immutable; the functions' own rules apply.
 
 #ifndef VMI_DRIVERS_XEN_INTERNAL_XEN_API_H_
 #define VMI_DRIVERS_XEN_INTERNAL_XEN_API_H_
+
+#include <poll.h>
 
 #include "drivers/xen/internal/xen_headers.h"
 
@@ -67,7 +72,8 @@ namespace vmi::xen::xen_internal {
   X(xs_open)                              \
   X(xs_close)                             \
   X(xs_directory)                         \
-  X(xs_read)
+  X(xs_read)                              \
+  X(poll)
 
 struct XenApi {
 #define VMI_XEN_API_MEMBER(name) decltype(&::name) name = &::name;
@@ -80,6 +86,10 @@ struct XenApi {
 
 // The real libraries.
 const XenApi& RealXenApi();
+
+// Every entry aborts the process with "XenApi call <name> is not faked": the
+// table a fake starts from before it installs its own entries.
+XenApi AbortingXenApi();
 
 }  // namespace vmi::xen::xen_internal
 
