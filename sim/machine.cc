@@ -1,6 +1,7 @@
 #include "sim/machine.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 #include <unicorn/unicorn.h>
 
 #include <algorithm>
@@ -210,6 +211,7 @@ struct Vcpu {
 struct Machine::Impl {
   MachineOptions options;
   uint8_t* ram = nullptr;
+  int ram_fd = -1;
   std::vector<std::unique_ptr<Vcpu>> vcpus;
   ViewTable views{Gfn(0)};
   Monitors monitors;
@@ -379,6 +381,7 @@ std::string Exit::ToString() const {
 Machine::Impl::~Impl() {
   vcpus.clear();  // the engines map `ram`
   if (ram != nullptr) munmap(ram, options.ram_size);
+  if (ram_fd >= 0) close(ram_fd);
 }
 
 Machine::Machine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -399,8 +402,18 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(const MachineOptions& o
   VMI_RETURN_IF_ERROR(sim_internal::GetQemuLayout().status());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  void* ram = mmap(nullptr, options.ram_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* ram = MAP_FAILED;
+  if (options.shared_ram) {
+    impl->ram_fd = memfd_create("vmi-sim-guest-ram", MFD_CLOEXEC);
+    if (impl->ram_fd < 0 || ftruncate(impl->ram_fd, static_cast<off_t>(options.ram_size)) != 0) {
+      return ErrnoError(absl::StrFormat("create_machine(ram_size=0x%x): memfd", options.ram_size),
+                        errno);
+    }
+    ram = mmap(nullptr, options.ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, impl->ram_fd, 0);
+  } else {
+    ram = mmap(nullptr, options.ram_size, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  }
   if (ram == MAP_FAILED) {
     return ErrnoError(absl::StrFormat("create_machine(ram_size=0x%x): mmap", options.ram_size),
                       errno);
@@ -1463,6 +1476,7 @@ absl::Status Machine::InjectInterrupt(VcpuId vcpu, const Interrupt& interrupt) {
 uint64_t Machine::ram_size() const { return impl_->options.ram_size; }
 Gfn Machine::max_gfn() const { return Gfn(impl_->options.ram_size / kPageSize - 1); }
 uint16_t Machine::vcpu_count() const { return static_cast<uint16_t>(impl_->vcpus.size()); }
+int Machine::ram_fd() const { return impl_->ram_fd; }
 
 absl::Status Machine::ReadPhys(Pa pa, absl::Span<uint8_t> out) const {
   if (pa.value() > impl_->options.ram_size || out.size() > impl_->options.ram_size - pa.value()) {

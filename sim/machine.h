@@ -64,6 +64,10 @@ struct MachineOptions {
   uint64_t ram_size = 64ull << 20;  // bytes; a multiple of 4096
   uint16_t vcpu_count = 1;          // 1..8
   uint64_t quantum = 10000;         // guest instructions per scheduling slot
+  // Guest RAM in a memfd (Machine::ram_fd()) that other mappings can share,
+  // e.g. a simulated hypervisor's foreign mappings; anonymous memory
+  // otherwise.
+  bool shared_ram = false;
 };
 
 enum class ExitKind : uint8_t {
@@ -189,6 +193,9 @@ class Machine {
   uint64_t ram_size() const;
   Gfn max_gfn() const;
   uint16_t vcpu_count() const;
+  // The memfd holding guest RAM (file offset = guest-physical address), or
+  // -1 unless created with MachineOptions::shared_ram.
+  int ram_fd() const;
   absl::Status ReadPhys(Pa pa, absl::Span<uint8_t> out) const;
   // Also invalidates code the vCPUs translated from the written bytes.
   absl::Status WritePhys(Pa pa, absl::Span<const uint8_t> bytes);

@@ -660,6 +660,11 @@ absl::StatusOr<XenDriver> XenDriverTestPeer::Open(const FakeXen& fake, uint32_t 
   return XenDriver::OpenWith(fake.api(), domid, options);
 }
 
+absl::StatusOr<XenDriver> XenDriverTestPeer::OpenWithApi(const XenApi* api, uint32_t domid,
+                                                         XenDriverOptions options) {
+  return XenDriver::OpenWith(api, domid, options);
+}
+
 absl::StatusOr<XenDriver> XenDriverTestPeer::Open(const FakeXen& fake, absl::string_view name_or_id,
                                                   XenDriverOptions options) {
   return XenDriver::OpenWith(fake.api(), name_or_id, options);

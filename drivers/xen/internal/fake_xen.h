@@ -118,6 +118,9 @@ struct XenDriverTestPeer {
                                         XenDriverOptions options = {});
   static absl::StatusOr<XenDriver> Open(const FakeXen& fake, absl::string_view name_or_id,
                                         XenDriverOptions options = {});
+  // Over any table of Xen calls (a SimulatedXen's).
+  static absl::StatusOr<XenDriver> OpenWithApi(const XenApi* api, uint32_t domid,
+                                               XenDriverOptions options = {});
 };
 
 }  // namespace vmi::xen::xen_internal
