@@ -64,25 +64,25 @@ class RecordingDriver {
 
   absl::StatusOr<MappedPage> ReadPage(Gfn gfn) requires VmiRead<D> {
     auto r = inner_.ReadPage(gfn);
-    if (log_->log_reads) Log(absl::StrFormat("read_page(gfn=%s)", gfn), r.status());
+    if (log_->log_reads) Log(absl::StrFormat("read_page(gfn=%s)", gfn), r.status()).IgnoreError();
     return r;
   }
   absl::StatusOr<MappedPage> WritePage(Gfn gfn, uint64_t offset, absl::Span<const uint8_t> data)
     requires VmiWrite<D>
   {
     auto r = inner_.WritePage(gfn, offset, data);
-    Log(absl::StrFormat("write_page(gfn=%s offset=0x%x len=%u)", gfn, offset, data.size()), r.status());
+    Log(absl::StrFormat("write_page(gfn=%s offset=0x%x len=%u)", gfn, offset, data.size()), r.status()).IgnoreError();
     return r;
   }
   absl::StatusOr<MemoryAccess> GetMemoryAccess(Gfn gfn, View view) requires VmiQueryProtection<D> {
     auto r = inner_.GetMemoryAccess(gfn, view);
-    Log(absl::StrFormat("get_memory_access(gfn=%s view=%s)", gfn, view), r.status());
+    Log(absl::StrFormat("get_memory_access(gfn=%s view=%s)", gfn, view), r.status()).IgnoreError();
     return r;
   }
   absl::StatusOr<std::pair<MemoryAccess, MemoryAccessOptions>> GetMemoryAccessWithOptions(
       Gfn gfn, View view) requires VmiQueryProtection<D> {
     auto r = inner_.GetMemoryAccessWithOptions(gfn, view);
-    Log(absl::StrFormat("get_memory_access(gfn=%s view=%s)", gfn, view), r.status());
+    Log(absl::StrFormat("get_memory_access(gfn=%s view=%s)", gfn, view), r.status()).IgnoreError();
     return r;
   }
   absl::Status SetMemoryAccess(Gfn gfn, View view, MemoryAccess access) requires VmiSetProtection<D> {
@@ -99,7 +99,7 @@ class RecordingDriver {
   }
   absl::StatusOr<typename Arch::Registers> Registers(VcpuId vcpu) requires VmiQueryRegisters<D> {
     auto r = inner_.Registers(vcpu);
-    if (log_->log_reads) Log(absl::StrFormat("registers(vcpu=%s)", vcpu), r.status());
+    if (log_->log_reads) Log(absl::StrFormat("registers(vcpu=%s)", vcpu), r.status()).IgnoreError();
     return r;
   }
   absl::Status SetRegisters(VcpuId vcpu, const typename Arch::Registers& regs)
@@ -126,7 +126,8 @@ class RecordingDriver {
   absl::StatusOr<View> CreateView(MemoryAccess access) requires VmiViewControl<D> {
     auto r = inner_.CreateView(access);
     Log(absl::StrFormat("create_view(%s)%s", access, r.ok() ? absl::StrCat(" -> ", r->ToString()) : ""),
-        r.status());
+        r.status())
+        .IgnoreError();
     return r;
   }
   absl::Status DestroyView(View view) requires VmiViewControl<D> {
@@ -146,7 +147,7 @@ class RecordingDriver {
   absl::Status Resume() requires VmiVmControl<D> { return Log("resume()", inner_.Resume()); }
   absl::StatusOr<Gfn> AllocateGfn() requires VmiVmControl<D> {
     auto r = inner_.AllocateGfn();
-    Log(absl::StrFormat("allocate_gfn()%s", r.ok() ? absl::StrCat(" -> ", r->ToString()) : ""), r.status());
+    Log(absl::StrFormat("allocate_gfn()%s", r.ok() ? absl::StrCat(" -> ", r->ToString()) : ""), r.status()).IgnoreError();
     return r;
   }
   absl::Status AllocateGfnAt(Gfn gfn) requires VmiVmControl<D> {

@@ -1,0 +1,291 @@
+// Scenario tests: the reactor (interceptor or execute controller + page-table
+// monitor + breakpoint manager) on real guest code in the sim, with exact
+// event traces.
+
+#include "utils/reactor/reactor.h"
+
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "drivers/fault/fault_injecting_driver.h"
+#include "drivers/recording/recording_driver.h"
+#include "drivers/sim/sim_driver.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "utils/testing/scenario.h"
+
+namespace vmi::utils {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using testing::BootScenario;
+using testing::Scenario;
+using testing::ScenarioOptions;
+
+using Driver = RecordingDriver<sim::SimDriver>;
+
+// `lock incq (%rsi); ret`.
+constexpr uint8_t kTargetCode[] = {0xf0, 0x48, 0xff, 0x06, 0xc3};
+constexpr uint64_t kBaseVa = 0x0000'5000'0000'0000ull;  // 1 GiB aligned, its own PML4 slot
+constexpr uint64_t kWindowVa = 0xffff'c000'0000'0000ull;  // where the guest sees the edited table
+
+// ctl offsets of remap_loop.
+constexpr uint64_t kEntryPtr = 0, kValueA = 8, kValueB = 16, kTargetPtr = 24, kRounds = 32, kCalls = 48,
+                   kRoundsDone = 56, kCallerIterations = 64;
+
+struct RemapGuest {
+  Scenario s;
+  Va target;
+  Pa page_a, page_b;  // the target's 4K page in either mapping
+  uint64_t offset = 0;  // of the target in its 4K page
+  Pa ctl;
+};
+
+// remap_loop, with the target function's page mapped by an entry at
+// `table_level` (1: 4K PTE, 2: 2M PDE, 3: 1G PDPTE) that the guest unmaps and
+// remaps, moving it between two frames.
+absl::StatusOr<RemapGuest> BootRemap(int levels, int table_level, uint16_t vcpus, uint64_t rounds) {
+  ScenarioOptions o;
+  o.paging_levels = levels;
+  o.vcpus = vcpus;
+  // A second 1 GiB frame needs more than 1 GiB of guest RAM (untouched
+  // RAM costs the host nothing).
+  if (table_level == 3) o.ram_size = (uint64_t{1} << 30) + (32ull << 20);
+  VMI_ASSIGN_OR_RETURN(Scenario s, BootScenario("remap_loop", o));
+  sim::GuestBuilder& b = *s.guest.builder;
+  RemapGuest g;
+  Pa a, bb;
+  uint64_t in_page = 0;  // target offset from the start of the mapping
+  uint64_t value_flags = 0x3;
+  switch (table_level) {
+    case 1: {
+      VMI_ASSIGN_OR_RETURN(Gfn fa, b.AllocateFrame());
+      VMI_ASSIGN_OR_RETURN(Gfn fb, b.AllocateFrame());
+      a = Amd64::PaFromGfn(fa);
+      bb = Amd64::PaFromGfn(fb);
+      in_page = 0x100;
+      VMI_RETURN_IF_ERROR(s.guest.space->Map(Va(kBaseVa), a, 4096, sim::page_flags::kWritable));
+      break;
+    }
+    case 2: {
+      VMI_ASSIGN_OR_RETURN(a, b.AllocateFrames(512, 2 << 20));
+      VMI_ASSIGN_OR_RETURN(bb, b.AllocateFrames(512, 2 << 20));
+      in_page = 0x1100;
+      value_flags |= 0x80;
+      VMI_RETURN_IF_ERROR(
+          s.guest.space->Map(Va(kBaseVa), a, 2 << 20, sim::page_flags::kWritable, sim::PageSize::k2M));
+      break;
+    }
+    case 3: {
+      VMI_ASSIGN_OR_RETURN(Gfn f, b.AllocateFrame());
+      a = Pa(0);
+      bb = Pa(uint64_t{1} << 30);
+      in_page = Amd64::PaFromGfn(f).value() + 0x100;
+      value_flags |= 0x80;
+      VMI_RETURN_IF_ERROR(
+          s.guest.space->Map(Va(kBaseVa), a, uint64_t{1} << 30, sim::page_flags::kWritable, sim::PageSize::k1G));
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("table level");
+  }
+  VMI_RETURN_IF_ERROR(s.machine().WritePhys(a + in_page, kTargetCode));
+  VMI_RETURN_IF_ERROR(s.machine().WritePhys(bb + in_page, kTargetCode));
+  g.target = Va(kBaseVa + in_page);
+  g.offset = in_page & 0xfff;
+  g.page_a = Pa((a.value() + in_page) & ~0xfffull);
+  g.page_b = Pa((bb.value() + in_page) & ~0xfffull);
+  VMI_ASSIGN_OR_RETURN(Pa entry, testing::EntryAddress(s.machine(), s.root(), levels, g.target, table_level));
+  VMI_RETURN_IF_ERROR(
+      s.guest.space->Map(Va(kWindowVa), Pa(entry.value() & ~0xfffull), 4096, sim::page_flags::kWritable));
+  VMI_ASSIGN_OR_RETURN(g.ctl, s.SymbolPa("ctl"));
+  VMI_RETURN_IF_ERROR(s.WriteQ(g.ctl + kEntryPtr, kWindowVa + (entry.value() & 0xfff)));
+  VMI_RETURN_IF_ERROR(s.WriteQ(g.ctl + kValueA, a.value() | value_flags));
+  VMI_RETURN_IF_ERROR(s.WriteQ(g.ctl + kValueB, bb.value() | value_flags));
+  VMI_RETURN_IF_ERROR(s.WriteQ(g.ctl + kTargetPtr, g.target.value()));
+  VMI_RETURN_IF_ERROR(s.WriteQ(g.ctl + kRounds, rounds));
+  for (uint16_t v = 0; v < vcpus; ++v) VMI_RETURN_IF_ERROR(s.SetRdi(VcpuId(v), v));
+  g.s = std::move(s);
+  return g;
+}
+
+template <typename Core>
+uint64_t Q(Core& core, Pa pa) {
+  return core.ReadU64(AccessContext::Physical(pa)).value();
+}
+
+// ---------------------------------------------------------------------------
+// The breakpoint's page unmapped, remapped, moved: pending and back, with
+// every call of the function reported.
+
+using RemapParam = std::tuple<int, int, int, bool>;  // paging levels, table level, vCPUs, execute controller
+
+class RemapTest : public ::testing::TestWithParam<RemapParam> {};
+
+std::string RemapName(const ::testing::TestParamInfo<RemapParam>& info) {
+  static const char* kLevel[] = {"", "Pt", "Pd2M", "Pdpt1G"};
+  return absl::StrCat(std::get<0>(info.param), "Level", kLevel[std::get<1>(info.param)], std::get<2>(info.param),
+                      "Vcpu", std::get<3>(info.param) ? "Execute" : "Int3");
+}
+
+template <typename Controller>
+void RunRemap(int levels, int table_level, uint16_t vcpus) {
+  constexpr uint64_t kRoundCount = 4;
+  absl::StatusOr<RemapGuest> g = BootRemap(levels, table_level, vcpus, kRoundCount);
+  ASSERT_TRUE(g.ok()) << g.status();
+  const Pa root = g->s.root();
+  auto log = std::make_shared<CallLog>();
+  VmiCore<Driver> core(Driver(std::move(*g->s.driver), log));
+  absl::StatusOr<std::unique_ptr<Reactor<Driver, Controller>>> created = Reactor<Driver, Controller>::Create(core);
+  ASSERT_TRUE(created.ok()) << created.status();
+  auto& reactor = **created;
+  const View view = reactor.view();
+  EXPECT_EQ(core.paging_mode().levels(), levels);
+
+  std::vector<std::string> trace;        // vCPU 0's hits and every update
+  uint64_t hits = 0, vcpu1_hits = 0;
+  std::optional<Pa> placed;              // where the breakpoint is, as the updates say
+  reactor.OnBreakpoint([&](const auto& hit) {
+    ++hits;
+    EXPECT_EQ(hit.breakpoints.size(), 1u);
+    EXPECT_EQ(hit.event.view, view);
+    EXPECT_EQ(placed, Amd64::PaFromGfn(Amd64::GfnFromPa(hit.pa)));  // never a stale frame
+    if (hit.event.vcpu == VcpuId(0)) {
+      trace.push_back(absl::StrFormat("hit %s", hit.pa));
+    } else {
+      ++vcpu1_hits;
+    }
+  });
+  reactor.OnUpdate([&](const PageTableUpdate& u) {
+    trace.push_back(u.ToString());
+    if (u.kind == PageTableUpdate::Kind::kPageIn) {
+      placed = u.pa;
+    } else {
+      placed.reset();
+    }
+  });
+  BreakpointSpec spec{.key = 7, .view = view, .root = root, .va = g->target, .tag = 1};
+  absl::StatusOr<BreakpointState> st = reactor.Insert(spec);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(*st, BreakpointState::kActive);
+  placed = g->page_a;
+
+  for (int i = 0; i < 100000 && Q(core, g->ctl + kRoundsDone) < kRoundCount; ++i) {
+    absl::Status s = reactor.Run(absl::Seconds(10));
+    ASSERT_TRUE(s.ok() || absl::IsDeadlineExceeded(s)) << s;
+  }
+  ASSERT_EQ(Q(core, g->ctl + kRoundsDone), kRoundCount);
+  // Let in-flight steps finish.
+  for (int i = 0; i < 10 && reactor.in_flight() > 0; ++i) ASSERT_TRUE(reactor.Run(absl::Seconds(10)).ok());
+  EXPECT_TRUE(reactor.last_error().ok()) << reactor.last_error();
+
+  // vCPU 0's exact trace: per round a hit, the page going, the page coming
+  // back (on the other frame every other round), a hit there.
+  std::vector<std::string> want;
+  const AddressContext page(Va(g->target.value() & ~0xfffull), root);
+  Pa at = g->page_a;
+  for (uint64_t r = 0; r < kRoundCount; ++r) {
+    const Pa next = (r % 2 == 0) ? g->page_b : g->page_a;
+    want.push_back(absl::StrFormat("hit %s", at + g->offset));
+    want.push_back(PageTableUpdate{PageTableUpdate::Kind::kPageOut, view, page, at}.ToString());
+    want.push_back(PageTableUpdate{PageTableUpdate::Kind::kPageIn, view, page, next}.ToString());
+    want.push_back(absl::StrFormat("hit %s", next + g->offset));
+    at = next;
+  }
+  EXPECT_THAT(trace, ElementsAreArray(want));
+  // Every call that ran was reported (a hit whose step is still to come
+  // counts as reported but not yet run).
+  const uint64_t calls = Q(core, g->ctl + kCalls);
+  EXPECT_GE(hits, calls);
+  EXPECT_LE(hits, calls + vcpus);
+  if (vcpus > 1) {
+    EXPECT_GT(vcpu1_hits, 0u);
+  }
+  EXPECT_EQ(reactor.stats().table_writes, 2 * kRoundCount);
+  EXPECT_EQ(reactor.stats().foreign_breakpoints, 0u);
+
+  // Teardown: nothing left.
+  ASSERT_TRUE(reactor.Teardown().ok());
+  EXPECT_EQ(reactor.page_tables().frames(), 0u);
+  EXPECT_EQ(reactor.breakpoints().size(), 0u);
+  EXPECT_EQ(log->With("allocate_gfn").size(), log->With("free_gfn").size()) << log->ToString();
+  EXPECT_FALSE(core.driver().inner().machine().views().Exists(view));
+}
+
+TEST_P(RemapTest, TheBreakpointGoesPendingAndComesBack) {
+  const auto [levels, table_level, vcpus, execute] = GetParam();
+  if (execute) {
+    RunRemap<ExecuteController<Driver>>(levels, table_level, vcpus);
+  } else {
+    RunRemap<Interceptor<Driver>>(levels, table_level, vcpus);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Levels, RemapTest,
+    ::testing::Combine(::testing::Values(4, 5), ::testing::Values(1, 2, 3), ::testing::Values(1, 2),
+                       ::testing::Values(false, true)),
+    RemapName);
+
+// ---------------------------------------------------------------------------
+// Two views, two CR3s: a global kernel breakpoint hit under both roots, a
+// per-root one only under its own.
+
+TEST(ReactorTest, GlobalBreakpointsUnderTwoRootsInTwoViews) {
+  absl::StatusOr<Scenario> s = BootScenario("two_roots");
+  ASSERT_TRUE(s.ok()) << s.status();
+  const Pa root1 = s->root();
+  // A second address space sharing everything below its top table, like a
+  // process's kernel half.
+  const Pa root2 = Amd64::PaFromGfn(*s->guest.builder->AllocateFrame());
+  std::vector<uint8_t> top(4096);
+  ASSERT_TRUE(s->machine().ReadPhys(root1, absl::MakeSpan(top)).ok());
+  ASSERT_TRUE(s->machine().WritePhys(root2, top).ok());
+  amd64::GpRegisters gp = s->machine().GetRegisters(VcpuId(0))->gp();
+  gp.rsi = root1.value();
+  gp.rdi = root2.value();
+  ASSERT_TRUE(s->machine().SetGpRegisters(VcpuId(0), gp).ok());
+  const Va kfunc = *s->Symbol("kfunc");
+  VmiCore<sim::SimDriver> core(std::move(*s->driver));
+  const View view_b = *core.CreateView(MemoryAccess::RWX());
+  auto reactor = Reactor<sim::SimDriver>::Create(core);
+  ASSERT_TRUE(reactor.ok()) << reactor.status();
+  const View view_a = (*reactor)->view();
+  auto& r = **reactor;
+  for (View v : {view_a, view_b}) {
+    ASSERT_EQ(*r.Insert({.key = 1, .view = v, .root = root1, .va = kfunc, .global = true, .tag = 100}),
+              BreakpointState::kActive);
+    ASSERT_EQ(*r.Insert({.key = 2, .view = v, .root = root2, .va = kfunc, .tag = 200}), BreakpointState::kActive);
+  }
+  EXPECT_EQ(r.controller().pages(), 2u);  // one shadow per view
+  std::vector<std::string> trace;
+  r.OnBreakpoint([&](const auto& hit) {
+    std::string tags;
+    for (const BreakpointSpec& b : hit.breakpoints) absl::StrAppend(&tags, " ", b.tag);
+    trace.push_back(absl::StrFormat("view=%s root=%s%s", hit.event.view, hit.root == root1 ? "1" : "2", tags));
+  });
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(r.Run(absl::Seconds(10)).ok());
+  ASSERT_EQ(r.in_flight(), 0u);
+  ASSERT_TRUE(core.SwitchToView(view_b).ok());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(r.Run(absl::Seconds(10)).ok());
+  const std::string a = absl::StrCat("view=", view_a.ToString()), b = absl::StrCat("view=", view_b.ToString());
+  EXPECT_THAT(trace, ElementsAreArray({a + " root=1 100", a + " root=2 100 200", a + " root=1 100",
+                                       a + " root=2 100 200", b + " root=1 100", b + " root=2 100 200",
+                                       b + " root=1 100", b + " root=2 100 200"}));
+  // Removing by view leaves the other view's breakpoints.
+  ASSERT_TRUE(r.breakpoints().RemoveByView(view_a).ok());
+  EXPECT_EQ(r.breakpoints().size(), 2u);
+  EXPECT_EQ(r.controller().pages(), 1u);
+  ASSERT_TRUE(core.SwitchToView(kDefaultView).ok());
+  ASSERT_TRUE(r.Teardown().ok());
+  EXPECT_EQ(r.controller().pages(), 0u);
+  EXPECT_EQ(r.page_tables().frames(), 0u);
+}
+
+}  // namespace
+}  // namespace vmi::utils
