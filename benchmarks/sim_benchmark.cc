@@ -17,7 +17,7 @@
 #include "benchmark/benchmark.h"
 #include "core/vmi_core.h"
 #include "drivers/sim/sim_driver.h"
-#include "tools/vmi/demo_guest.h"
+#include "sim/demo_guest.h"
 
 namespace vmi {
 namespace {
@@ -79,13 +79,15 @@ void BM_SimBreakpointRoundTrip(benchmark::State& state) {
 BENCHMARK(BM_SimBreakpointRoundTrip);
 
 void BM_SimEptViolationSinglestep(benchmark::State& state) {
-  absl::StatusOr<cli::DemoGuest> g = cli::BootDemoGuest();
-  if (!g.ok()) {
+  absl::StatusOr<sim::DemoGuest> guest = sim::BuildDemoGuest();
+  absl::StatusOr<SimDriver> d =
+      guest.ok() ? SimDriver::Create(std::move(guest->machine)) : absl::StatusOr<SimDriver>(guest.status());
+  if (!d.ok()) {
     state.SkipWithError("boot");
     return;
   }
-  SimDriver& d = g->driver;
-  VmiCore<SimDriver> core(std::move(d));
+  const sim::DemoLayout* g = &guest->layout;
+  VmiCore<SimDriver> core(*std::move(d));
   const Pa counter = *core.Translate(AddressContext(g->counter, Pa(g->cr3_a)));
   const Gfn gfn(counter.value() >> 12);
   const View writable = *core.CreateView(MemoryAccess::RWX());

@@ -19,7 +19,7 @@
 #include "drivers/sim/sim_driver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tools/vmi/watch.h"
+#include "watch/watch.h"
 
 namespace vmi {
 namespace {
@@ -168,12 +168,10 @@ TEST(FaultInjectionTest, WatchSetUpRollsBackWhatItArmed) {
   ForEveryCall(
       "watch arm", "mem_access",
       [](Core& core) -> absl::Status {
-        std::ostringstream out, err;
-        cli::Io io{out, err, false};
-        cli::WatchOptions options;
+        watch::Options options;
         options.breakpoints = {Sym(core, "read_insn").value(), Sym(core, "call_insn").value()};
         options.write_watches = {Sym(core, "watched_data").value()};
-        cli::WatchHandler<Driver> handler(options, io);
+        watch::Handler<Driver> handler(options);
         VMI_RETURN_IF_ERROR(handler.Arm(core));
         return handler.Disarm(core);
       },

@@ -107,14 +107,37 @@ absl::StatusOr<Pa> ResolveRoot(VmiCore<D>& core, const AddressSpace& space) {
       core.SetPagingMode(space.paging.value_or(Amd64::PagingModeOf(*regs)));
       if (!space.root) return core.paging_mode().RootFromCr3(regs->cr3);
     } else if (!space.root) {
-      return AnnotateStatus(regs.status(), absl::StrFormat("registers of vcpu %u", space.vcpu));
+      if (!absl::IsOutOfRange(regs.status())) {
+        return AnnotateStatus(regs.status(), absl::StrFormat("registers of vcpu %u", space.vcpu));
+      }
+      // The target records no CPU state for this vCPU (a raw or LiME dump
+      // records none): the root has to come from the command line.
+      absl::StatusOr<VmiInfo> info = core.Info();
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "no translation root: the target records no registers for vcpu %u (it has %u vCPU "
+          "states); give the page-table root with --root CR3, and --paging 5|pae|32 unless it is "
+          "4-level",
+          space.vcpu, info.ok() ? info->vcpus : 0));
     }
   }
   if (!space.root) {
-    return absl::FailedPreconditionError("no translation root: pass --root <cr3>");
+    return absl::FailedPreconditionError(
+        "no translation root: give the page-table root with --root CR3");
   }
   if (space.paging) core.SetPagingMode(*space.paging);
   return core.paging_mode().RootFromCr3(*space.root);
+}
+
+// A vCPU the target has no registers for, in the CLI's words (the driver's
+// message speaks to API users).
+template <VmiDriver D>
+absl::Status NoRegistersError(VmiCore<D>& core, uint16_t vcpu, const absl::Status& status) {
+  if (!absl::IsOutOfRange(status)) return status;
+  absl::StatusOr<VmiInfo> info = core.Info();
+  return absl::OutOfRangeError(absl::StrFormat(
+      "the target records no registers for vcpu %u (it has %u vCPU states; a raw or LiME dump "
+      "records none)",
+      vcpu, info.ok() ? info->vcpus : 0));
 }
 
 template <VmiDriver D>
@@ -148,7 +171,9 @@ template <VmiDriver D>
 int CmdRegs(VmiCore<D>& core, uint16_t vcpu, const Io& io) {
   if constexpr (VmiQueryRegisters<D>) {
     absl::StatusOr<amd64::Registers> regs = core.GetRegisters(VcpuId(vcpu));
-    if (!regs.ok()) return Fail(io, absl::StrFormat("regs --vcpu %u", vcpu), regs.status());
+    if (!regs.ok()) {
+      return Fail(io, absl::StrFormat("regs --vcpu %u", vcpu), NoRegistersError(core, vcpu, regs.status()));
+    }
     nlohmann::json j = RegistersToJson(*regs);
     j["vcpu"] = vcpu;
     j["paging_mode"] = Amd64::PagingModeOf(*regs).ToString();
@@ -235,7 +260,9 @@ template <VmiRead D>
 int CmdIdt(VmiCore<D>& core, uint16_t vcpu, const Io& io) {
   if constexpr (VmiQueryRegisters<D>) {
     absl::StatusOr<amd64::Registers> regs = core.GetRegisters(VcpuId(vcpu));
-    if (!regs.ok()) return Fail(io, absl::StrFormat("idt --vcpu %u", vcpu), regs.status());
+    if (!regs.ok()) {
+      return Fail(io, absl::StrFormat("idt --vcpu %u", vcpu), NoRegistersError(core, vcpu, regs.status()));
+    }
     core.SetPagingMode(Amd64::PagingModeOf(*regs));
     VirtualReader<D> reader{&core, Amd64::TranslationRoot(*regs)};
     auto entries = amd64::ReadInterruptDescriptorTable(reader, regs->idtr);

@@ -73,7 +73,7 @@ TEST_F(CommandsTest, ErrorsAreOneLineWithACode) {
   err_.str("");
   EXPECT_EQ(CmdRead(core_, 0x1000, 8, false, AddressSpace{}, ReadAs::kHex, MakeIo(false)),
             kExitFailed);
-  EXPECT_THAT(err_.str(), HasSubstr("pass --root"));
+  EXPECT_THAT(err_.str(), HasSubstr("give the page-table root with --root CR3"));
   err_.str("");
   EXPECT_EQ(CmdRegs(core_, 0, MakeIo(false)), kExitUnsupported);
   EXPECT_EQ(CmdRead(core_, 0x1000000000, 8, true, Root(), ReadAs::kHex, MakeIo(false)), kExitFailed);

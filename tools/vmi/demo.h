@@ -1,4 +1,4 @@
-// `vmi demo`: the guided tour on the embedded simulated guest (demo_guest.h):
+// `vmi demo`: the guided tour on the embedded simulated guest (sim/demo_guest.h):
 // info, the walk of a kernel and a user address, a user string, a trace of
 // breakpoint hits, watched writes and CR3 switches, and a summary with event
 // counts and cache hit rates.
@@ -17,15 +17,15 @@
 #include "core/vmi_core.h"
 #include "drivers/sim/sim_driver.h"
 #include "tools/vmi/commands.h"
-#include "tools/vmi/demo_guest.h"
-#include "tools/vmi/watch.h"
+#include "sim/demo_guest.h"
+#include "watch/watch.h"
 
 namespace vmi::cli {
 
 // What the target knows beyond its driver.
 struct TargetInfo {
   std::string name;
-  std::optional<DemoGuest> demo;  // set for the default `--target sim` (driver moved out)
+  std::optional<sim::DemoLayout> demo;  // set for the default `--target sim`
 };
 
 // Runs a subcommand into a string (for the demo's JSON document).
@@ -41,7 +41,7 @@ template <VmiDriver D>
 int CmdDemo(VmiCore<D>& core, const TargetInfo& target, const Io& io) {
   if constexpr (std::is_same_v<D, sim::SimDriver>) {
     if (target.demo) {
-      const DemoGuest& g = *target.demo;
+      const sim::DemoLayout& g = *target.demo;
       nlohmann::json doc;
       auto section = [&](const char* title, const char* key, auto&& cmd) -> bool {
         auto [rc, text] = Capture(io.json, cmd);
@@ -62,25 +62,25 @@ int CmdDemo(VmiCore<D>& core, const TargetInfo& target, const Io& io) {
           !section("translate a kernel address (tick)", "translate_kernel",
                    [&](const Io& o) { return CmdTranslate(core, g.tick.value(), vcpu0, o); }) ||
           !section("translate a user address", "translate_user",
-                   [&](const Io& o) { return CmdTranslate(core, DemoGuest::kUserVa, vcpu0, o); }) ||
+                   [&](const Io& o) { return CmdTranslate(core, sim::DemoLayout::kUserVa, vcpu0, o); }) ||
           !section("read the user string", "read_user",
                    [&](const Io& o) {
-                     return CmdRead(core, DemoGuest::kUserVa, 64, false, vcpu0, ReadAs::kString, o);
+                     return CmdRead(core, sim::DemoLayout::kUserVa, 64, false, vcpu0, ReadAs::kString, o);
                    })) {
         return kExitFailed;
       }
-      WatchOptions w;
+      watch::Options w;
       w.breakpoints = {g.tick.value()};
       w.write_watches = {g.counter.value()};
       w.cr3 = true;
       w.count = 30;
       w.duration = absl::Seconds(10);
-      w.quiet = true;
+      w.json = io.json;  // the lines go into the trace below, not to stdout
       core.page_cache().ResetStats();
       core.v2p_cache().ResetStats();
       const uint64_t before = core.driver().machine().instructions_scheduled();
       const absl::Time start = absl::Now();
-      absl::StatusOr<WatchSummary> s = RunWatch(core, w, io);
+      absl::StatusOr<watch::Summary> s = watch::Run(core, w);
       const double secs = absl::ToDoubleSeconds(absl::Now() - start);
       if (!s.ok()) return Fail(io, "demo: watch", s.status());
       const uint64_t instructions = core.driver().machine().instructions_scheduled() - before;

@@ -86,7 +86,9 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
   if (command == "info") return CmdInfo(core, driver_name, io);
   if (command == "regs") return CmdRegs(core, a.vcpu, io);
   if (command == "idt") return CmdIdt(core, a.vcpu, io);
-  if (command == "os") return CmdOs(core, a.linux_options, a.export_isf, io);
+  if (command == "os") {
+    return CmdOs(core, a.linux_options, a.export_isf.empty() ? a.export_isf : UserPath(a.export_isf), io);
+  }
   if (command == "ps") return CmdPs(core, PsOptions{a.threads, a.tree}, a.linux_options, io);
   if (command == "sym") return CmdSym(core, a.symbols, a.linux_options, io);
   if (command == "maps") return CmdMaps(core, a.pid, a.linux_options, io);
@@ -125,10 +127,10 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
   if (command == "dump") {
     absl::StatusOr<dump::DumpFormat> format = dump::ParseDumpFormat(a.format);
     if (!format.ok()) return Fail(io, "dump --format", format.status(), kExitUsage);
-    return CmdDump(core, a.out, *format, io);
+    return CmdDump(core, UserPath(a.out), *format, io);
   }
   if (command == "watch") {
-    WatchOptions w;
+    watch::Options w;
     for (const auto& b : a.breaks) {
       absl::StatusOr<uint64_t> v = ParseNumber(b);
       if (!v.ok()) return Fail(io, "watch --break", v.status(), kExitUsage);
@@ -149,6 +151,8 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
       }
       w.duration = d;
     }
+    // --count alone switches off the default time limit: without an event
+    // source nothing would ever end the watch (CmdWatch refuses that).
     if (!w.count && !w.duration) w.duration = absl::Seconds(10);
     w.interrupted = &g_interrupted;
     return CmdWatch(core, w, io);
@@ -223,7 +227,7 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   Io io{std::cout, std::cerr, a.json};
   if (!a.profile.empty()) {
-    absl::StatusOr<vmi::os_linux::IsfProfile> profile = vmi::os_linux::IsfProfile::Load(a.profile);
+    absl::StatusOr<vmi::os_linux::IsfProfile> profile = vmi::os_linux::IsfProfile::Load(UserPath(a.profile));
     if (!profile.ok()) return Fail(io, "--profile", profile.status(), kExitUsage);
     a.linux_options.profile = std::make_shared<const vmi::os_linux::IsfProfile>(*std::move(profile));
   }

@@ -7,6 +7,7 @@
 #ifndef VMI_TOOLS_VMI_TARGETS_H_
 #define VMI_TOOLS_VMI_TARGETS_H_
 
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -19,17 +20,30 @@
 #include "drivers/xen/xen_driver.h"
 #include "tools/vmi/commands.h"
 #include "tools/vmi/demo.h"
-#include "tools/vmi/demo_guest.h"
+#include "sim/demo_guest.h"
 
 namespace vmi::cli {
+
+// A path given on the command line, as the user meant it: under `bazel run`
+// the tool runs inside its runfiles tree, and Bazel names the directory the
+// user ran it from in BUILD_WORKING_DIRECTORY; relative paths are resolved
+// against that (absolute ones, and runs outside Bazel, are left alone).
+inline std::string UserPath(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  const char* dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (dir == nullptr || *dir == '\0') return path;
+  return std::string(dir) + "/" + path;
+}
 
 template <typename F>
 int WithTarget(const std::string& spec, const Io& io, F&& run) {
   if (spec == "sim") {
-    absl::StatusOr<DemoGuest> guest = BootDemoGuest();
+    absl::StatusOr<sim::DemoGuest> guest = sim::BuildDemoGuest();
     if (!guest.ok()) return Fail(io, "boot the demo guest", guest.status(), kExitTarget);
-    VmiCore<sim::SimDriver> core(std::move(guest->driver));
-    TargetInfo info{"sim (demo guest)", std::move(*guest)};
+    absl::StatusOr<sim::SimDriver> driver = sim::SimDriver::Create(std::move(guest->machine));
+    if (!driver.ok()) return Fail(io, "boot the demo guest", driver.status(), kExitTarget);
+    VmiCore<sim::SimDriver> core(*std::move(driver));
+    TargetInfo info{"sim (demo guest)", guest->layout};
     return run(core, info);
   }
   if (absl::StartsWith(spec, "sim:")) {
@@ -45,7 +59,7 @@ int WithTarget(const std::string& spec, const Io& io, F&& run) {
     return run(core, TargetInfo{"sim:" + program, std::nullopt});
   }
   if (absl::StartsWith(spec, "dump:")) {
-    const std::string path = spec.substr(5);
+    const std::string path = UserPath(spec.substr(5));
     absl::StatusOr<dump::DumpDriver> driver = dump::DumpDriver::Open(path);
     if (!driver.ok()) return Fail(io, absl::StrFormat("open dump %s", path), driver.status(), kExitTarget);
     const std::string name = "dump (" + dump::DumpFormatName(driver->format()) + ")";
@@ -62,6 +76,9 @@ int WithTarget(const std::string& spec, const Io& io, F&& run) {
   if (absl::StartsWith(spec, "qemu:")) {
     absl::StatusOr<qemu::QemuTarget> target = qemu::QemuTarget::Parse(spec.substr(5));
     if (!target.ok()) return Fail(io, "--target", target.status(), kExitUsage);
+    target->gdb_socket = UserPath(target->gdb_socket);
+    target->ram_file = UserPath(target->ram_file);
+    target->qmp_socket = UserPath(target->qmp_socket);
     absl::StatusOr<qemu::QemuDriver> driver = qemu::QemuDriver::Open(*target);
     if (!driver.ok()) return Fail(io, absl::StrFormat("open %s", spec), driver.status(), kExitTarget);
     VmiCore<qemu::QemuDriver> core(*std::move(driver));

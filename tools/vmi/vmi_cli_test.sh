@@ -3,7 +3,7 @@
 # checking text and --json output of each subcommand and the error paths.
 set -uo pipefail
 
-VMI="$1"
+VMI="$(realpath "$1")"  # absolute: some checks run it from other directories
 TMP="${TEST_TMPDIR:-$(mktemp -d)}"
 failures=0
 check() {  # check <description> <command...>: the command must succeed
@@ -85,9 +85,36 @@ head -c 100 /dev/zero >"$TMP/tiny.bin"
 expect_rc "dump with no whole page" 3 "$VMI" -t "dump:$TMP/tiny.bin" info
 expect_rc "no Xen here" 3 "$VMI" -t xen:1 info
 expect_rc "raw dump has no registers" 1 "$VMI" -t "dump:$TMP/g.lime" regs
+check "  ... in the CLI's words" bash -c "grep -q 'records no registers for vcpu 0' '$TMP/err' && ! grep -q OpenOptions '$TMP/err'"
 expect_rc "missing argument" 2 "$VMI" read
 expect_rc "demo needs the simulator" 4 "$VMI" -t "dump:$TMP/g.elf" demo
-expect_rc "watch needs a full driver" 4 "$VMI" -t "dump:$TMP/g.elf" watch --count 1
+expect_rc "watch needs a full driver" 4 "$VMI" -t "dump:$TMP/g.elf" watch --cr3 --count 1
+# --count switches off the default time limit: with nothing to watch the
+# watch could never end, so it is refused as a usage error (timeout: a hang
+# fails the test instead of the whole suite).
+expect_rc "watch with nothing to watch" 2 timeout 20 "$VMI" -t sim:loop_call watch --count 5
+check "  ... names the options" grep -q -- "--break VA, --write VA or --cr3" "$TMP/err"
+expect_rc "watch with nothing to watch, no count" 2 timeout 20 "$VMI" watch
+# A dump without registers: translate names the CLI's own option.
+expect_rc "translate without registers or --root" 1 "$VMI" -t "dump:$TMP/g.lime" translate 0xffffffff80000000
+check "  ... names --root" grep -q -- "--root" "$TMP/err"
+check "  ... no API language" bash -c "! grep -q OpenOptions '$TMP/err'"
+"$VMI" -t "dump:$TMP/g.lime" translate 0xffffffff80000000 --root 0x10000 >"$TMP/lime_tr.txt"
+check "translate with --root on the raw dump" grep -q "=> pa 0x" "$TMP/lime_tr.txt"
+
+# Under `bazel run` the tool runs in its runfiles tree: paths on the command
+# line are the user's, relative to BUILD_WORKING_DIRECTORY.
+mkdir -p "$TMP/user dir" "$TMP/elsewhere"
+cp "$TMP/g.elf" "$TMP/user dir/guest.elf"
+(cd "$TMP/elsewhere" && BUILD_WORKING_DIRECTORY="$TMP/user dir" "$VMI" -t dump:guest.elf --json info) \
+  >"$TMP/bwd_info.json"
+check "dump:<relative path> under bazel run" json 'd["driver"] == "dump (elf)"' <"$TMP/bwd_info.json"
+(cd "$TMP/elsewhere" && BUILD_WORKING_DIRECTORY="$TMP/user dir" "$VMI" dump out.elf) >/dev/null 2>&1
+check "dump <relative out> lands in the user's directory" test -s "$TMP/user dir/out.elf"
+check "  ... and not in the working directory" test ! -e "$TMP/elsewhere/out.elf"
+(cd "$TMP/elsewhere" && "$VMI" -t dump:../g.elf --json info) >"$TMP/plain_info.json"
+check "relative paths without bazel run stay relative to the cwd" json 'd["driver"] == "dump (elf)"' \
+  <"$TMP/plain_info.json"
 
 echo "$failures failure(s)"
 exit $((failures > 0))
