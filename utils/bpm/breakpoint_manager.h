@@ -148,7 +148,7 @@ class BreakpointManager {
         bp.pa = pa;
         at_[PaKey(bp.spec.view, pa)].push_back(id);
       } else if (update.kind == PageTableUpdate::Kind::kPageOut && bp.pa && *bp.pa == update.pa + offset) {
-        if (auto r = controller_.Remove(bp.spec.view, *bp.pa); !r.ok()) {
+        if (auto r = controller_.Remove(bp.spec.view, *bp.pa); !r.ok() && !absl::IsNotFound(r.status())) {
           if (first.ok()) first = AnnotateStatus(r.status(), absl::StrFormat("parking %s", bp.spec.ToString()));
           continue;
         }
@@ -226,7 +226,8 @@ class BreakpointManager {
     const Id id = it->first;
     Bp& bp = it->second;
     if (bp.pa) {
-      if (auto r = controller_.Remove(bp.spec.view, *bp.pa); !r.ok()) {
+      // NotFound: the controller lost it already (its RemoveAll ran).
+      if (auto r = controller_.Remove(bp.spec.view, *bp.pa); !r.ok() && !absl::IsNotFound(r.status())) {
         return AnnotateStatus(r.status(), absl::StrCat("removing ", bp.spec.ToString()));
       }
       Unlink(id, bp);
@@ -240,9 +241,11 @@ class BreakpointManager {
     }
     bps_.erase(it);
     // The monitor drops the watch even when a restore fails (it retries
-    // those itself), so the breakpoint is gone either way.
-    return AnnotateStatus(ptm_.Unmonitor(spec.view, AddressContext(spec.va, spec.root)),
-                          absl::StrCat("removing ", spec.ToString()));
+    // those itself), so the breakpoint is gone either way; NotFound: the
+    // monitor let go of everything already (its UnmonitorAll ran).
+    absl::Status s = ptm_.Unmonitor(spec.view, AddressContext(spec.va, spec.root));
+    if (absl::IsNotFound(s)) return absl::OkStatus();
+    return AnnotateStatus(s, absl::StrCat("removing ", spec.ToString()));
   }
 
   template <typename Pred>

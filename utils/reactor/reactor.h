@@ -186,26 +186,26 @@ class Reactor {
     return r;
   }
 
+  // Undoes everything; each step is done once, so after an error the call
+  // can be repeated until it succeeds.
   absl::Status Teardown() {
     if (!started_) return absl::OkStatus();
-    started_ = false;
     absl::Status first;
     auto keep = [&first](absl::Status s) {
       if (!s.ok() && first.ok()) first = std::move(s);
+      return s.ok();
     };
     keep(bpm_.RemoveAll());
     keep(ptm_.UnmonitorAll());
     keep(controller_.RemoveAll());
-    if (int3_monitor_) keep(core_.MonitorDisable(amd64::MonitorInterrupt{3}));
-    if (step_monitor_) keep(core_.MonitorDisable(amd64::MonitorSingleStep{}));
-    int3_monitor_ = step_monitor_ = false;
-    keep(core_.SwitchToView(kDefaultView));
-    if (owns_view_) {
-      keep(core_.DestroyView(view_));
-      owns_view_ = false;
-    }
+    if (int3_monitor_ && keep(core_.MonitorDisable(amd64::MonitorInterrupt{3}))) int3_monitor_ = false;
+    if (step_monitor_ && keep(core_.MonitorDisable(amd64::MonitorSingleStep{}))) step_monitor_ = false;
+    const bool back = keep(core_.SwitchToView(kDefaultView));
+    if (owns_view_ && back && keep(core_.DestroyView(view_))) owns_view_ = false;
+    if (!first.ok()) return AnnotateStatus(first, "reactor: teardown");
     vcpus_.clear();
-    return AnnotateStatus(first, "reactor: teardown");
+    started_ = false;
+    return absl::OkStatus();
   }
 
  private:

@@ -287,5 +287,69 @@ TEST(ReactorTest, GlobalBreakpointsUnderTwoRootsInTwoViews) {
   EXPECT_EQ(r.page_tables().frames(), 0u);
 }
 
+
+// ---------------------------------------------------------------------------
+// Every driver call of starting, inserting and tearing down failing in turn:
+// the error is clear and, once the driver works again, a teardown leaves no
+// shadow frame, no remap, no protection and no view behind.
+
+TEST(ReactorTest, AFailingDriverCallAnywhereLeavesNothingBehind) {
+  const DriverOp ops[] = {DriverOp::kRegisters,         DriverOp::kCreateView,
+                          DriverOp::kMonitorEnable,     DriverOp::kSwitchToView,
+                          DriverOp::kGetMemoryAccessWithOptions, DriverOp::kSetMemoryAccessWithOptions,
+                          DriverOp::kSetMemoryAccess,   DriverOp::kAllocateGfn,
+                          DriverOp::kWritePage,         DriverOp::kChangeViewGfn,
+                          DriverOp::kResetViewGfn,      DriverOp::kFreeGfn,
+                          DriverOp::kMonitorDisable,    DriverOp::kDestroyView};
+  int failures_seen = 0;
+  for (DriverOp op : ops) {
+    for (uint64_t nth = 1; nth <= 6; ++nth) {
+      absl::StatusOr<RemapGuest> g = BootRemap(4, 1, 1, 1);
+      ASSERT_TRUE(g.ok());
+      const Pa root = g->s.root();
+      using FDriver = FaultInjectingDriver<sim::SimDriver>;
+      FDriver driver(std::move(*g->s.driver));
+      std::shared_ptr<FaultPlan> plan = driver.shared_plan();
+      VmiCore<FDriver> core(std::move(driver));
+      plan->FailNth(op, plan->calls(op) + nth, absl::UnavailableError("boom"));
+      absl::Status first;
+      std::optional<View> view;
+      {
+        auto created = Reactor<FDriver>::Create(core);
+        if (!created.ok()) {
+          first = created.status();
+        } else {
+          view = (*created)->view();
+          absl::StatusOr<BreakpointState> st = (*created)->Insert({.key = 1, .root = root, .va = g->target});
+          if (!st.ok()) first = st.status();
+          absl::Status t = (*created)->Teardown();
+          if (first.ok()) first = t;
+          if (!t.ok()) {
+            plan->ClearAll();
+            absl::Status again = (*created)->Teardown();
+            EXPECT_TRUE(again.ok()) << DriverOpName(op) << " " << nth << ": " << again << " (first: " << t << ")";
+          }
+          EXPECT_EQ((*created)->controller().pages(), 0u) << DriverOpName(op) << " " << nth;
+        }
+      }
+      plan->ClearAll();
+      if (!first.ok()) {
+        ++failures_seen;
+        EXPECT_THAT(std::string(first.message()), HasSubstr("boom")) << DriverOpName(op) << " " << nth;
+      }
+      // Nothing left: frames allocated were freed, no view but the default,
+      // the default view untouched.
+      auto succeeded = [&](DriverOp o) {
+        return plan->calls(o) - ((o == op && plan->calls(o) >= nth) ? 1 : 0);
+      };
+      EXPECT_EQ(succeeded(DriverOp::kAllocateGfn), succeeded(DriverOp::kFreeGfn)) << DriverOpName(op) << " " << nth;
+      const auto& views = core.driver().inner().machine().views();
+      EXPECT_EQ(views.Views().size(), 1u) << DriverOpName(op) << " " << nth;
+      EXPECT_EQ(core.GetMemoryAccess(Amd64::GfnFromPa(g->page_a), kDefaultView).value(), MemoryAccess::RWX());
+    }
+  }
+  EXPECT_GT(failures_seen, 20);
+}
+
 }  // namespace
 }  // namespace vmi::utils
