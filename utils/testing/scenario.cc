@@ -15,11 +15,13 @@
 UTILS_PROGRAM(remap_loop)
 UTILS_PROGRAM(checksum)
 UTILS_PROGRAM(two_roots)
+UTILS_PROGRAM(pte_flip)
 
 extern "C" const uint8_t utils_prog_remap_loop_done[], utils_prog_remap_loop_ctl[];
 extern "C" const uint8_t utils_prog_checksum_func[], utils_prog_checksum_func2[],
     utils_prog_checksum_patched[], utils_prog_checksum_ctl[];
 extern "C" const uint8_t utils_prog_two_roots_kfunc[], utils_prog_two_roots_ctl[];
+extern "C" const uint8_t utils_prog_pte_flip_ctl[];
 
 namespace vmi::utils::testing {
 namespace {
@@ -37,6 +39,8 @@ const std::vector<sim::GuestProgram>& Table() {
        {SYM(checksum, func), SYM(checksum, func2), SYM(checksum, patched), SYM(checksum, ctl)}, {}},
       {"two_roots", "calls a kernel function under two CR3s in turn", IMAGE(two_roots), OFF(two_roots, entry),
        {SYM(two_roots, kfunc), SYM(two_roots, ctl)}, {}},
+      {"pte_flip", "writes two values into a page-table entry in turn, forever", IMAGE(pte_flip),
+       OFF(pte_flip, entry), {SYM(pte_flip, ctl)}, {}},
   };
 #undef SYM
 #undef OFF

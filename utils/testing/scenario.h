@@ -6,7 +6,8 @@
 //               a second vCPU calls the function under a guest spinlock;
 //   checksum    sums its own code page while breakpoints sit on it, and
 //               patches an instruction on another breakpoint page;
-//   two_roots   calls one kernel function under two CR3s in turn.
+//   two_roots   calls one kernel function under two CR3s in turn;
+//   pte_flip    writes two values into one page-table entry in turn.
 //
 // Thread-safety: the program table is immutable; the rest is test setup.
 
@@ -26,7 +27,7 @@
 
 namespace vmi::utils::testing {
 
-// "remap_loop", "checksum", "two_roots".
+// "remap_loop", "checksum", "two_roots", "pte_flip".
 absl::StatusOr<const sim::GuestProgram*> ScenarioProgram(absl::string_view name);
 
 // A booted scenario: the driver owns the machine; the guest (builder,

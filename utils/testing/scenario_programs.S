@@ -167,4 +167,29 @@ utils_prog_two_roots_ctl:
         .fill 8, 8, 0
         .balign 4096
 utils_prog_two_roots_end:
+
+// ---------------------------------------------------------------------------
+// pte_flip: forever: entry = value_a; entry = value_b; count++ (ctl +24).
+// ctl: +0 VA of the entry, +8 value_a, +16 value_b, +24 count.
+        .section .rodata.utils_pte_flip, "a"
+        .balign 4096
+        .globl utils_prog_pte_flip_begin, utils_prog_pte_flip_end, utils_prog_pte_flip_entry
+        .hidden utils_prog_pte_flip_begin, utils_prog_pte_flip_end, utils_prog_pte_flip_entry
+        .globl utils_prog_pte_flip_ctl
+        .hidden utils_prog_pte_flip_ctl
+utils_prog_pte_flip_begin:
+utils_prog_pte_flip_entry:
+        lea utils_prog_pte_flip_ctl(%rip), %rbp
+        mov 0(%rbp), %rbx
+        mov 8(%rbp), %rax
+        mov 16(%rbp), %rdx
+1:      mov %rax, (%rbx)
+        mov %rdx, (%rbx)
+        incq 24(%rbp)
+        jmp 1b
+        .balign 4096
+utils_prog_pte_flip_ctl:
+        .fill 8, 8, 0
+        .balign 4096
+utils_prog_pte_flip_end:
         .section .note.GNU-stack, "", @progbits
