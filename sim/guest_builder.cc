@@ -1,18 +1,25 @@
 #include "sim/guest_builder.h"
 
+#include <array>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "arch/amd64/amd64.h"
+#include "arch/amd64/bitfields.h"
+#include "arch/amd64/paging.h"
 #include "core/error.h"
+#include "sim/internal/delivery.h"
 #include "sim/internal/page_walk.h"
 
 namespace vmi::sim {
 namespace {
 
-constexpr uint64_t kPage = 4096;
-constexpr uint64_t kP = 1, kRw = 2, kUs = 4, kPs = 0x80;
-constexpr uint64_t kNx = 1ull << 63;
-constexpr uint64_t kAddrMask = 0x000ffffffffff000ull;
+constexpr uint64_t kPage = Amd64::kPageSize;
+using amd64::PageTableEntry;
+constexpr uint64_t kP = PageTableEntry::kPresent, kRw = PageTableEntry::kWrite,
+                   kUs = PageTableEntry::kUser, kPs = PageTableEntry::kPageSize,
+                   kNx = PageTableEntry::kNx;
+constexpr uint64_t kAddrMask = PageTableEntry::kFrameMask;
 
 int LeafLevel(PageSize size) {
   switch (size) {
@@ -202,13 +209,15 @@ absl::Status GuestBuilder::SetInterruptGate(uint8_t vector, Va handler, uint8_t 
                         vector, ist, dpl));
   }
   VMI_ASSIGN_OR_RETURN(uint8_t * p, machine_->FramePointer(Gfn(idt_pa_.value() / kPage)));
-  uint32_t* gate = reinterpret_cast<uint32_t*>(p + vector * 16);
-  const uint64_t off = handler.value();
-  gate[0] = static_cast<uint32_t>((off & 0xffff) | (uint32_t{kKernelCs} << 16));
-  gate[1] = static_cast<uint32_t>((off & 0xffff0000u) | (1u << 15) | (uint32_t{dpl} << 13) |
-                                  (0xeu << 8) | ist);
-  gate[2] = static_cast<uint32_t>(off >> 32);
-  gate[3] = 0;
+  amd64::IdtGate gate;
+  gate.offset = handler.value();
+  gate.selector = kKernelCs;
+  gate.ist = ist;
+  gate.type = amd64::IdtGate::kInterruptGate;
+  gate.dpl = dpl;
+  gate.present = true;
+  const std::array<uint8_t, amd64::IdtGate::kSize> bytes = gate.Encode();
+  std::memcpy(p + vector * amd64::IdtGate::kSize, bytes.data(), bytes.size());
   machine_->InvalidateTranslations();
   return absl::OkStatus();
 }
@@ -230,26 +239,29 @@ absl::Status GuestBuilder::StartVcpu(VcpuId vcpu, const AddressSpace& as, Va rip
   VMI_ASSIGN_OR_RETURN(uint8_t * tss_page, machine_->FramePointer(Gfn(tss_pa_.value() / kPage)));
   uint8_t* tss = tss_page + vcpu.value() * 0x80;
   const uint64_t rsp0 = kernel_stack_top.value() != 0 ? kernel_stack_top.value() : rsp.value();
-  std::memcpy(tss + 4, &rsp0, 8);
-  std::memcpy(tss + 0x24, &rsp0, 8);
+  std::memcpy(tss + sim_internal::kTssRsp0, &rsp0, 8);
+  std::memcpy(tss + sim_internal::kTssIst1, &rsp0, 8);
   const uint16_t iomap = 0x68;
   std::memcpy(tss + 0x66, &iomap, 2);
 
   VMI_ASSIGN_OR_RETURN(amd64::Registers r, machine_->GetRegisters(vcpu));
-  r.efer = 0xd01;                                              // SCE | LME | LMA | NXE
-  r.cr4 = 0x20 | 0x200 | (as.levels() == 5 ? (1u << 12) : 0);  // PAE | OSFXSR | LA57
+  r.efer = amd64::Efer::kSce | amd64::Efer::kLme | amd64::Efer::kLma | amd64::Efer::kNxe;
+  r.cr4 = amd64::Cr4::kPae | amd64::Cr4::kOsfxsr | (as.levels() == 5 ? amd64::Cr4::kLa57 : 0);
   r.cr3 = as.cr3();
-  r.cr0 = 0x80010033;  // PG | WP | NE | ET | MP | PE
+  r.cr0 = amd64::Cr0::kPg | amd64::Cr0::kWp | amd64::Cr0::kNe | amd64::Cr0::kEt |
+          amd64::Cr0::kMp | amd64::Cr0::kPe;
   r.gdtr = amd64::DescriptorTable{kSystemTablesVa,
                                   static_cast<uint16_t>((8 + 2 * machine_->vcpu_count()) * 8 - 1)};
   r.idtr = amd64::DescriptorTable{kSystemTablesVa + 0x1000, 0xfff};
   r.tr = amd64::Segment{static_cast<uint16_t>(kFirstTss + 16 * vcpu.value()),
                         kSystemTablesVa + 0x2000 + vcpu.value() * 0x80ull, 0x67, 0x8b};
   r.star = kStarValue;
-  r.sfmask = 0x47700;  // TF | IF | DF | IOPL | NT | AC cleared on SYSCALL
+  // TF, IF, DF, IOPL, NT and AC cleared on SYSCALL.
+  r.sfmask = amd64::Rflags::kTf | amd64::Rflags::kIf | amd64::Rflags::kDf |
+             amd64::Rflags::kIoplMask | amd64::Rflags::kNt | amd64::Rflags::kAc;
   r.rip = rip.value();
   r.rsp = rsp.value();
-  r.rflags = 0x2;
+  r.rflags = amd64::Rflags::kReserved1;
   VMI_RETURN_IF_ERROR(machine_->SetRegisters(vcpu, r));
   VMI_RETURN_IF_ERROR(machine_->LoadSegmentFromGdt(vcpu, 1, kKernelCs));
   VMI_RETURN_IF_ERROR(machine_->LoadSegmentFromGdt(vcpu, 2, kKernelSs));

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "arch/amd64/amd64.h"
 #include "core/error.h"
 
 #define SIM_PROGRAM_SYMBOLS(prog, ...)                \
@@ -40,7 +41,7 @@ extern "C" const uint8_t sim_prog_self_modify_patched[], sim_prog_self_modify_do
 namespace vmi::sim {
 namespace {
 
-constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPage = Amd64::kPageSize;
 
 std::vector<GuestProgram>* BuildTable() {
   auto* t = new std::vector<GuestProgram>();

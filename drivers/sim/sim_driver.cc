@@ -11,7 +11,7 @@
 namespace vmi::sim {
 namespace {
 
-constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kPageSize = Amd64::kPageSize;
 
 absl::Status NoSuchMonitor(const amd64::EventMonitor& monitor, absl::string_view why) {
   return absl::UnimplementedError(absl::StrFormat("monitor_enable(%s): %s",

@@ -2,12 +2,18 @@
 
 #include <cstring>
 
+#include "arch/amd64/paging.h"
+
 namespace vmi::sim::sim_internal {
 namespace {
 
-constexpr uint64_t kAddrMask = 0x000ffffffffff000ull;
-constexpr uint64_t kP = 1, kRw = 2, kUs = 4, kPs = 0x80;
-constexpr uint64_t kNx = 1ull << 63;
+// The entry bits come from arch/amd64; the walk itself is deliberately this
+// file's own (see page_walk.h).
+using amd64::PageTableEntry;
+constexpr uint64_t kAddrMask = PageTableEntry::kFrameMask;
+constexpr uint64_t kP = PageTableEntry::kPresent, kRw = PageTableEntry::kWrite,
+                   kUs = PageTableEntry::kUser, kPs = PageTableEntry::kPageSize,
+                   kNx = PageTableEntry::kNx;
 
 bool ReadEntry(const uint8_t* ram, uint64_t ram_size, uint64_t pa, uint64_t* out) {
   if (pa + 8 > ram_size) return false;

@@ -3,6 +3,14 @@
 // exception frames on guest stacks, and to find the guest-linear address of a
 // violating access. It never sets accessed/dirty bits.
 //
+// Why the simulator keeps a walker of its own instead of arch/amd64's: it is
+// the independent oracle of the differential MMU tests (arch/amd64's walk,
+// and VmiCore above it, are checked against what this walk and the emulated
+// CPU find in the same page tables), it must run inside Unicorn hooks over
+// raw host memory with no status objects or allocation, and it answers the
+// reverse question (which virtual pages map a frame) that arch/amd64 does
+// not. It shares only the entry bits with arch/amd64.
+//
 // Thread-safety: stateless functions; thread-safe for concurrent readers.
 
 #ifndef VMI_SIM_INTERNAL_PAGE_WALK_H_

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "arch/amd64/bitfields.h"
 
 namespace vmi::sim::sim_internal {
 namespace {
@@ -168,17 +169,17 @@ void CpuContext::LoadSegment(int seg, uint16_t selector, uint64_t base, uint32_t
                              uint32_t flags) {
   QemuStateHead& h = head();
   h.segs[seg] = QemuSegment{selector, 0, base, limit, flags};
-  constexpr uint32_t kDescB = 1u << 22, kDescL = 1u << 21;
+  const amd64::SegmentAccess access = amd64::SegmentAccess::FromDescriptorFlags(flags);
   if (seg == kSegCs) {
     h.hflags &= ~(kHfCs32 | kHfCs64);
-    if (flags & kDescB) h.hflags |= kHfCs32;
-    if ((h.hflags & kHfLma) && (flags & kDescL)) h.hflags |= kHfCs32 | kHfSs32 | kHfCs64;
+    if (access.db()) h.hflags |= kHfCs32;
+    if ((h.hflags & kHfLma) && access.l()) h.hflags |= kHfCs32 | kHfSs32 | kHfCs64;
   } else if (seg == kSegSs) {
-    const uint32_t dpl = (flags >> 13) & 3;
+    const uint32_t dpl = access.dpl();
     h.hflags = (h.hflags & ~kHfCplMask) | dpl;
     if (!(h.hflags & kHfCs64)) {
       h.hflags &= ~kHfSs32;
-      if (flags & kDescB) h.hflags |= kHfSs32;
+      if (access.db()) h.hflags |= kHfSs32;
     }
   }
 }

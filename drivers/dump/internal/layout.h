@@ -20,13 +20,14 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "arch/amd64/amd64.h"
 #include "arch/amd64/registers.h"
 #include "drivers/dump/dump_format.h"
 
 namespace vmi::dump_internal {
 
-inline constexpr uint64_t kPageSize = 4096;
-inline constexpr unsigned kPageShift = 12;
+inline constexpr uint64_t kPageSize = Amd64::kPageSize;
+inline constexpr unsigned kPageShift = Amd64::kPageShift;
 
 // Frames [first_gfn, first_gfn + pages) whose bytes start at file_offset, or,
 // for a zero extent, read as zeros (ELF p_filesz < p_memsz with zero fill on).
