@@ -31,7 +31,8 @@
 // Guest tables are hostile: a walk reads at most five tables; a table
 // outside guest memory, a reserved bit or a missing entry all mean "does not
 // translate" (the entries read so far stay watched); a non-canonical address
-// is refused.
+// is refused. A driver failing to read a table is an error, never "does not
+// translate".
 //
 // Thread-safety: thread-compatible; uses the VmiCore it was given.
 
@@ -110,7 +111,8 @@ class PageTableMonitor {
     Watch watch;
     watch.view = view;
     watch.ctx = AddressContext(PageOf(ctx.va), ctx.root);
-    WalkFor(watch);
+    VMI_RETURN_IF_ERROR(AnnotateStatus(WalkFor(watch),
+                                       absl::StrFormat("page-table monitor: watching %s in view %s", ctx, view)));
     if (watch.count == 0) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "page-table monitor: watching %s in view %s: the root table %s cannot be read", ctx, view, ctx.root));
@@ -296,13 +298,21 @@ class PageTableMonitor {
     absl::StatusOr<MappedPage> ReadPage(Gfn gfn) { return core->ReadPage(gfn); }
   };
 
-  // Walks watch.ctx and fills entries/levels/count/pa. Every failure means
-  // "does not translate" (the entries read so far are what to watch). An
-  // entry read twice (self-referencing tables) is kept once.
-  void WalkFor(Watch& watch) {
+  // Walks watch.ctx and fills entries/levels/count/pa. What the guest's
+  // tables say (a missing entry, reserved bits, a table outside guest
+  // memory: NotFound / FailedPrecondition / OutOfRange / InvalidArgument)
+  // means "does not translate", and the entries read so far are what to
+  // watch; any other failure is the driver's and is returned (the watch is
+  // then not changed). An entry read twice (self-referencing tables) is kept
+  // once.
+  absl::Status WalkFor(Watch& watch) {
     Reader reader{&core_};
     amd64::Walk walk;
     absl::Status s = amd64::WalkInto(reader, watch.ctx, core_.paging_mode(), walk);
+    if (!s.ok() && !absl::IsNotFound(s) && !absl::IsFailedPrecondition(s) && !absl::IsOutOfRange(s) &&
+        !absl::IsInvalidArgument(s)) {
+      return s;
+    }
     watch.count = 0;
     for (uint8_t i = 0; i < walk.count; ++i) {
       const uint64_t entry = walk.steps[i].entry_address.value();
@@ -311,6 +321,7 @@ class PageTableMonitor {
       watch.levels[watch.count++] = walk.steps[i].level;
     }
     watch.pa = s.ok() ? std::optional<Pa>(walk.translation.pa) : std::nullopt;
+    return absl::OkStatus();
   }
 
   void AddDirty(VcpuId vcpu, uint64_t entry) { dirty_[vcpu.value()].insert(entry); }
@@ -396,7 +407,8 @@ class PageTableMonitor {
   // ones, and appends the PageOut/PageIn its translation change means.
   absl::Status Rewalk(const WatchKey& key, Watch& watch, std::vector<PageTableUpdate>& updates) {
     Watch fresh = watch;
-    WalkFor(fresh);
+    VMI_RETURN_IF_ERROR(AnnotateStatus(
+        WalkFor(fresh), absl::StrFormat("page-table monitor: following %s in view %s", watch.ctx, watch.view)));
     // Entries both walks read keep their reference; new ones are taken
     // first, so a failure leaves the watch as it was.
     Watch added = fresh;

@@ -327,6 +327,36 @@ TEST(PageTableMonitorFaultTest, NothingStaysProtectedAfterAFailure) {
       }
     }
   }
+  // A driver failing to read a table is an error, not "does not translate":
+  // Monitor changes nothing, ProcessDirty keeps the watch and its dirt.
+  {
+    absl::StatusOr<sim::SimDriver> sim = Boot(4);
+    ASSERT_TRUE(sim.ok());
+    const Pa root = sim->guest()->space->root();
+    const Va code = sim->guest()->program.entry();
+    using Driver = FaultInjectingDriver<sim::SimDriver>;
+    Driver driver(*std::move(sim));
+    std::shared_ptr<FaultPlan> plan = driver.shared_plan();
+    VmiCore<Driver> core(std::move(driver));
+    core.page_cache().SetEnabled(false);  // every walk reads through the driver
+    const View view = *core.CreateView(MemoryAccess::RWX());
+    PageTableMonitor<Driver> ptm(core);
+    plan->FailNth(DriverOp::kReadPage, plan->calls(DriverOp::kReadPage) + 2, absl::UnavailableError("boom"));
+    absl::StatusOr<std::optional<Pa>> r = ptm.Monitor(view, AddressContext(code, root));
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("boom"));
+    EXPECT_EQ(ptm.frames(), 0u);
+    ASSERT_TRUE(ptm.Monitor(view, AddressContext(code, root)).ok());
+    const Pa pte = core.Walk(AddressContext(code, root))->steps[3].entry_address;
+    EXPECT_TRUE(ptm.MarkDirty(VcpuId(0), view, pte));
+    plan->FailNth(DriverOp::kReadPage, plan->calls(DriverOp::kReadPage) + 3, absl::UnavailableError("boom"));
+    absl::StatusOr<std::vector<PageTableUpdate>> u = ptm.ProcessDirty(VcpuId(0));
+    EXPECT_THAT(std::string(u.status().message()), HasSubstr("boom"));
+    EXPECT_TRUE(ptm.HasDirty(VcpuId(0)));
+    EXPECT_NE(*ptm.Translation(view, AddressContext(code, root)), std::nullopt);
+    u = ptm.ProcessDirty(VcpuId(0));
+    ASSERT_TRUE(u.ok());
+    EXPECT_TRUE(u->empty());
+  }
   // A restore that fails is retried by the next call.
   absl::StatusOr<sim::SimDriver> sim = Boot(4);
   ASSERT_TRUE(sim.ok());
