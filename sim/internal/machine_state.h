@@ -199,7 +199,6 @@ using sim_internal::VcpuBook;
 struct Machine::Impl {
   MachineOptions options;
   uint8_t* ram = nullptr;
-  int ram_fd = -1;
   std::vector<std::unique_ptr<Vcpu>> vcpus;
   ViewTable views{Gfn(0)};
   Monitors monitors;
@@ -213,6 +212,9 @@ struct Machine::Impl {
   // Engines alive, and the one that executed last.
   size_t engine_count = 0;
   Engine* last_engine = nullptr;
+  // The memfd behind `ram` (MachineOptions::shared_ram), or -1. Kept last:
+  // the fields above are read on every guest block.
+  int ram_fd = -1;
 
   ~Impl();
 
