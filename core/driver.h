@@ -51,8 +51,9 @@
 //   WaitForEvent: a response the driver       kInvalidArgument     the vCPU resumed
 //     cannot carry out                                             as with Continue
 //
-// Refusals particular to one driver (a read-only RAM range of QEMU, a dump
-// opened without registers) are documented in its header with their code.
+// Refusals particular to one driver (a read-only RAM range of QEMU, a field
+// QEMU's SetRegisters cannot write) are documented in its header with their
+// code.
 //
 // A translation fault is not a driver error: VmiCore reports it as kNotFound
 // with its AddressContext attached (core/error.h), and no driver attaches
