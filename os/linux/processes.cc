@@ -215,9 +215,18 @@ absl::StatusOr<std::vector<uint64_t>> PerCpuBases(const KernelAccess& access) {
 }
 
 uint64_t PerCpuBaseFromRegisters(const amd64::Registers& regs) {
-  if ((regs.cs.selector & 3) != 0) return regs.kernel_gs_base;
-  // Dumps fill either the segment's hidden base or the MSR copy.
-  return regs.gs.base != 0 ? regs.gs.base : regs.gs_base;
+  // In user mode the kernel's base waits in KERNEL_GS_BASE; in kernel mode it
+  // is GS's, except between the entry and its SWAPGS (or the exit's SWAPGS
+  // and SYSRET/IRET), where the two are still (already) swapped. Dumps fill
+  // either the segment's hidden base or the MSR copy. The per-CPU base is
+  // the candidate in the kernel half, preferring the one the mode names.
+  const uint64_t gs = regs.gs.base != 0 ? regs.gs.base : regs.gs_base;
+  const bool user = (regs.cs.selector & 3) != 0;
+  const uint64_t first = user ? regs.kernel_gs_base : gs;
+  const uint64_t second = user ? gs : regs.kernel_gs_base;
+  auto kernel_half = [](uint64_t v) { return (v >> 63) != 0; };
+  if (kernel_half(first) || !kernel_half(second)) return first;
+  return second;
 }
 
 absl::StatusOr<uint64_t> CurrentTaskAt(const KernelAccess& access, uint64_t percpu_base) {

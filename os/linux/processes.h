@@ -92,7 +92,9 @@ absl::StatusOr<uint64_t> CurrentTaskAt(const KernelAccess& access, uint64_t perc
 
 // The per-CPU area base from a vCPU's registers: the GS base in kernel mode
 // (CPL 0), else KERNEL_GS_BASE, where SWAPGS keeps the kernel's while user
-// code runs.
+// code runs. A vCPU stopped in kernel mode between an entry and its SWAPGS
+// still has the two swapped: whichever of them is a kernel-half address is
+// taken (the mode's choice when both or neither are).
 uint64_t PerCpuBaseFromRegisters(const amd64::Registers& regs);
 
 // The ps state letter for task_struct.__state and exit_state.

@@ -326,5 +326,38 @@ TEST_F(ProcessesTest, WalkListStopsWhenAskedAndPassesErrorsOn) {
   EXPECT_THAT(s.message(), HasSubstr("nothing: reading the head at " + Hex(nowhere)));
 }
 
+
+TEST(PerCpuBaseTest, TheKernelHalfCandidateAcrossSwapgs) {
+  constexpr uint64_t kBase = 0xffff88803fc00000ull, kUserGs = 0x7f0012345000ull;
+  amd64::Registers kernel;
+  kernel.cs.selector = 0x10;
+  kernel.gs.base = kBase;
+  kernel.kernel_gs_base = kUserGs;
+  EXPECT_EQ(PerCpuBaseFromRegisters(kernel), kBase);
+  amd64::Registers user;
+  user.cs.selector = 0x33;
+  user.gs.base = kUserGs;
+  user.kernel_gs_base = kBase;
+  EXPECT_EQ(PerCpuBaseFromRegisters(user), kBase);
+  // Kernel mode before the entry's SWAPGS: GS still the user's (here 0).
+  amd64::Registers entry = kernel;
+  entry.gs.base = 0;
+  entry.gs_base = 0;
+  entry.kernel_gs_base = kBase;
+  EXPECT_EQ(PerCpuBaseFromRegisters(entry), kBase);
+  entry.gs.base = kUserGs;
+  EXPECT_EQ(PerCpuBaseFromRegisters(entry), kBase);
+  // A dump that filled only the MSR copy.
+  amd64::Registers dump = kernel;
+  dump.gs.base = 0;
+  dump.gs_base = kBase;
+  EXPECT_EQ(PerCpuBaseFromRegisters(dump), kBase);
+  // Neither in the kernel half: the mode's choice.
+  amd64::Registers none = kernel;
+  none.gs.base = 0x1000;
+  none.kernel_gs_base = 0x2000;
+  EXPECT_EQ(PerCpuBaseFromRegisters(none), 0x1000u);
+}
+
 }  // namespace
 }  // namespace vmi::os_linux

@@ -208,9 +208,12 @@ absl::Status GdbRemote::Fill(absl::Time deadline, absl::string_view context) {
     const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      return ErrnoError(absl::StrFormat("gdb stub: reading the reply to %s", context), errno);
+      if (errno != ECONNRESET) {
+        return ErrnoError(absl::StrFormat("gdb stub: reading the reply to %s", context), errno);
+      }
+      // A peer that exits with unread data resets instead of closing.
     }
-    if (n == 0) {
+    if (n <= 0) {
       Close();
       return absl::UnavailableError(absl::StrFormat(
           "gdb stub: connection closed while waiting for the reply to %s (QEMU exited?)", context));

@@ -78,6 +78,15 @@ class FakeStub {
   GdbRemote Client(absl::Duration timeout = absl::Milliseconds(500)) {
     return GdbRemote::FromFd(client_, timeout);
   }
+  // Closes without reading what the client sent: the client sees a reset
+  // (ECONNRESET), as when QEMU exits with a request unread.
+  void ResetAfter(absl::Duration delay) {
+    thread_ = std::thread([this, delay] {
+      absl::SleepFor(delay);
+      close(server_);
+      server_ = -1;
+    });
+  }
   // Sends `bytes` raw after the client's first request arrives.
   void ReplyRaw(std::string bytes, bool then_close = false) {
     thread_ = std::thread([this, bytes, then_close] {
@@ -132,6 +141,16 @@ TEST(GdbRemoteTest, AClosedConnectionIsUnavailable) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("connection closed"));
   EXPECT_FALSE(gdb.connected());
   EXPECT_FALSE(gdb.Request("g").ok());
+}
+
+TEST(GdbRemoteTest, AResetConnectionIsUnavailableAndClosedToo) {
+  FakeStub stub;
+  GdbRemote gdb = stub.Client(absl::Seconds(5));
+  stub.ResetAfter(absl::Milliseconds(100));
+  absl::StatusOr<std::string> r = gdb.Request("g");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("connection closed"));
+  EXPECT_FALSE(gdb.connected());
 }
 
 TEST(GdbRemoteTest, XferReadsEveryChunk) {

@@ -84,9 +84,10 @@ absl::StatusOr<nlohmann::json> Qmp::ReadMessage(absl::Time deadline, absl::strin
     const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      return ErrnoError(absl::StrFormat("QMP: reading the reply to %s", context), errno);
+      if (errno != ECONNRESET) return ErrnoError(absl::StrFormat("QMP: reading the reply to %s", context), errno);
+      // A peer that exits with unread data resets instead of closing.
     }
-    if (n == 0) {
+    if (n <= 0) {
       close(fd_);
       fd_ = -1;
       return absl::UnavailableError(
@@ -119,6 +120,12 @@ absl::StatusOr<nlohmann::json> Qmp::Execute(absl::string_view command, const nlo
     const ssize_t n = send(fd_, text.data() + done, text.size() - done, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EPIPE || errno == ECONNRESET) {
+        close(fd_);
+        fd_ = -1;
+        return absl::UnavailableError(
+            absl::StrFormat("QMP: connection closed while sending %s (QEMU exited?)", command));
+      }
       return ErrnoError(absl::StrFormat("QMP: sending %s", command), errno);
     }
     done += n;
