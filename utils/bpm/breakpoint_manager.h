@@ -14,7 +14,7 @@
 // reference count. A global breakpoint (a kernel address mapped alike in
 // every address space) is translated under its root but hits under any
 // root; HitsAt filters the others by the event's root. Remove by identity,
-// by key, by address, by view, or all.
+// by key, by address, by the event that hit them, by view, or all.
 //
 // Failures: Insert either fully succeeds or changes nothing; Remove keeps
 // the breakpoint when the controller cannot lift it (repeat the call); Apply
@@ -125,6 +125,12 @@ class BreakpointManager {
   }
   absl::Status RemoveByView(View view) {
     return RemoveIf([view](const BreakpointSpec& s) { return s.view == view; });
+  }
+  // The breakpoints an event hit: those active at (view, pa) that apply
+  // under `root` (what HitsAt returns).
+  absl::Status RemoveByEvent(View view, Pa pa, Pa root) {
+    std::vector<BreakpointSpec> hits = HitsAt(view, pa, root);
+    return RemoveIf([&hits](const BreakpointSpec& s) { return std::find(hits.begin(), hits.end(), s) != hits.end(); });
   }
   absl::Status RemoveAll() {
     return RemoveIf([](const BreakpointSpec&) { return true; });

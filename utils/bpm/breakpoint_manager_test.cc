@@ -96,6 +96,13 @@ TEST(BreakpointManagerTest, ActivePendingAndBackWithTheInterceptor) {
   EXPECT_EQ(f.bpm->active(), 2u);
   EXPECT_EQ(f.bpm->PlacedAt(2, f.view, f.root, Va(kTarget + 0x10)), f.frame_b + 0x10);
   EXPECT_TRUE(f.controller->Contains(f.view, Amd64::GfnFromPa(f.frame_b), 0x10));
+  // Removal by the event that hit them (under another root: nothing).
+  ASSERT_TRUE(f.bpm->RemoveByEvent(f.view, f.frame_b + 0x10, Pa(0x1000)).ok());
+  EXPECT_EQ(f.bpm->size(), 2u);
+  ASSERT_TRUE(f.bpm->Insert(f.Spec(3, 0x20)).ok());
+  ASSERT_TRUE(f.bpm->RemoveByEvent(f.view, f.frame_b + 0x20, f.root).ok());
+  EXPECT_EQ(f.bpm->size(), 2u);
+  EXPECT_FALSE(f.controller->Contains(f.view, Amd64::GfnFromPa(f.frame_b), 0x20));
   // Removal by key, then by address.
   ASSERT_TRUE(f.bpm->RemoveByKey(1).ok());
   EXPECT_EQ(f.controller->breakpoints(), 1u);

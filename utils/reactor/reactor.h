@@ -157,6 +157,10 @@ class Reactor {
     return bpm_.Insert(spec);
   }
 
+  // Removes the breakpoints a hit reported (from the breakpoint handler: the
+  // original instruction still runs, and they never fire again).
+  absl::Status RemoveHit(const Hit& hit) { return bpm_.RemoveByEvent(hit.event.view, hit.pa, hit.root); }
+
   // Delivers #PF(va) with `error_code` (amd64::page_fault_error bits) to
   // `vcpu` at its next event the reactor answers.
   void InjectPageFault(VcpuId vcpu, Va va, uint32_t error_code) {

@@ -288,6 +288,42 @@ TEST(ReactorTest, GlobalBreakpointsUnderTwoRootsInTwoViews) {
 }
 
 
+
+// A breakpoint removed from its own hit fires once; the guest goes on.
+TEST(ReactorTest, ABreakpointRemovedByItsHitFiresOnce) {
+  absl::StatusOr<Scenario> s = BootScenario("two_roots");
+  ASSERT_TRUE(s.ok()) << s.status();
+  const Pa root = s->root();
+  amd64::GpRegisters gp = s->machine().GetRegisters(VcpuId(0))->gp();
+  gp.rsi = gp.rdi = root.value();
+  ASSERT_TRUE(s->machine().SetGpRegisters(VcpuId(0), gp).ok());
+  const Va kfunc = *s->Symbol("kfunc");
+  const Pa ctl = *s->SymbolPa("ctl");
+  VmiCore<sim::SimDriver> core(std::move(*s->driver));
+  auto r = Reactor<sim::SimDriver>::Create(core);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Insert({.key = 1, .root = root, .va = kfunc, .tag = 1}).ok());
+  // Same page, in the padding after the code: never executed, keeps the
+  // shadow in place.
+  ASSERT_TRUE((*r)->Insert({.key = 2, .root = root, .va = kfunc + 0x100, .tag = 2}).ok());
+  int hits = 0;
+  (*r)->OnBreakpoint([&](const auto& hit) {
+    ++hits;
+    ASSERT_EQ(hit.breakpoints.size(), 1u);
+    if (hit.breakpoints[0].tag == 1) {
+      EXPECT_TRUE((*r)->RemoveHit(hit).ok());
+    }
+  });
+  ASSERT_TRUE((*r)->Run(absl::Seconds(10)).ok());
+  const uint64_t before = Q(core, ctl);
+  // After the first hit nothing fires, and the guest runs on.
+  EXPECT_EQ((*r)->Run(absl::Seconds(1)).code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(hits, 1);
+  EXPECT_EQ((*r)->breakpoints().size(), 1u);
+  EXPECT_EQ((*r)->controller().breakpoints(), 1u);
+  EXPECT_GT(Q(core, ctl), before + 100);  // the guest kept running
+}
+
 // ---------------------------------------------------------------------------
 // Every driver call of starting, inserting and tearing down failing in turn:
 // the error is clear and, once the driver works again, a teardown leaves no
