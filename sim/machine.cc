@@ -189,6 +189,13 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::Execute(Vcpu& v, uint64_t cou
   last_engine = v.active;
   v.book.skip_first_intercept = false;
   if (v.hook_error.has_value()) return *v.hook_error;
+  if (err == UC_ERR_FETCH_PROT) {
+    // Unicorn raises a fetch violation as a #PF it never delivers, and leaves
+    // it marked in flight: the guest's next #PF would become a #DF.
+    VMI_ASSIGN_OR_RETURN(CpuContext * ctx, SaveScratch(v));
+    ctx->clear_exception_in_flight();
+    VMI_RETURN_IF_ERROR(ctx->Restore(v.uc));
+  }
   if (v.hook_exit.has_value()) return v.hook_exit;
   const uint64_t rip = Reg(v.uc, UC_X86_REG_RIP);
   if (v.invalid_pending) {
@@ -263,49 +270,75 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::Execute(Vcpu& v, uint64_t cou
   return std::optional<Exit>();
 }
 
+absl::Status Machine::Impl::EndFastStep(Vcpu& v) {
+  if (!v.book.fast_step_return.has_value()) return absl::OkStatus();
+  v.book.view = *v.book.fast_step_return;
+  v.book.fast_step_return.reset();
+  return PrepareEngine(v);
+}
+
 absl::StatusOr<std::optional<Exit>> Machine::Impl::RunSlot(Vcpu& v, uint64_t* charged) {
   VMI_RETURN_IF_ERROR(PrepareEngine(v));
+  std::optional<SpecialStep> step = v.book.special;
+  v.book.special.reset();
   if (!v.book.injections.empty()) {
     const Interrupt irq = v.book.injections.front();
     v.book.injections.pop_front();
     if (irq.cr2.has_value()) WriteCr2(v.uc, *irq.cr2);
     const uint64_t rip = Reg(v.uc, UC_X86_REG_RIP) + irq.insn_length;
     VMI_RETURN_IF_ERROR(Deliver(v, irq.vector, irq.error_code, rip));
+    // Like the monitor trap flag, a fast single step ends once an event is
+    // delivered: the vCPU goes back to its view at the handler's entry.
+    if (v.book.fast_step_return.has_value() ||
+        (step.has_value() && step->kind == SpecialStep::Kind::kFastSingleStep)) {
+      step.reset();
+      VMI_RETURN_IF_ERROR(EndFastStep(v));
+    }
   }
-  if (v.book.special.has_value()) {
-    const SpecialStep step = *v.book.special;
-    v.book.special.reset();
+  if (step.has_value() && step->kind == SpecialStep::Kind::kFastSingleStep) {
+    // A step already under way (an exit its instruction raised was answered
+    // with another fast single step) keeps the view it returns to.
+    if (!v.book.fast_step_return.has_value()) v.book.fast_step_return = v.book.view;
+    v.book.view = step->view;
+    if (absl::Status s = PrepareEngine(v); !s.ok()) {
+      v.book.view = *v.book.fast_step_return;
+      v.book.fast_step_return.reset();
+      return s;
+    }
+  }
+  if (step.has_value() || v.book.fast_step_return.has_value()) {
+    // One instruction alone: an emulated access, or the instruction of a fast
+    // single step, in the view the vCPU is in now.
     *charged += 1;
     std::optional<Exit> exit;
-    if (step.kind == SpecialStep::Kind::kEmulate) {
+    if (step.has_value() && step->kind == SpecialStep::Kind::kEmulate) {
       Engine& e = *v.active;
       // Until the grant is taken back, the engine is out of sync with its
       // view: should anything below fail, the next PrepareEngine re-syncs it.
       const uint64_t synced = e.applied_epoch;
       e.applied_epoch = ~0ull;
-      ViewEntry entry = views.Lookup(v.book.view, step.gfn);
-      entry.access = entry.access | step.granted;
+      ViewEntry entry = views.Lookup(v.book.view, step->gfn);
+      entry.access = entry.access | step->granted;
       const std::string op = absl::StrFormat("emulate(vcpu=%u)", v.index);
-      VMI_RETURN_IF_ERROR(sim_internal::ApplyEntry(e, ram, step.gfn, entry, op));
+      VMI_RETURN_IF_ERROR(sim_internal::ApplyEntry(e, ram, step->gfn, entry, op));
       sim_internal::FlushEngine(e);
       VMI_ASSIGN_OR_RETURN(exit, Execute(v, 1, false));
       VMI_RETURN_IF_ERROR(
-          sim_internal::ApplyEntry(e, ram, step.gfn, views.Lookup(v.book.view, step.gfn), op));
+          sim_internal::ApplyEntry(e, ram, step->gfn, views.Lookup(v.book.view, step->gfn), op));
       sim_internal::FlushEngine(e);
       e.applied_epoch = synced;
     } else {
-      const View home = v.book.view;
-      v.book.view = step.view;
-      absl::StatusOr<std::optional<Exit>> stepped = [&]() -> absl::StatusOr<std::optional<Exit>> {
-        VMI_RETURN_IF_ERROR(PrepareEngine(v));
-        return Execute(v, 1, false);
-      }();
-      v.book.view = home;  // also when the step failed
-      if (!stepped.ok()) return stepped.status();
+      absl::StatusOr<std::optional<Exit>> stepped = Execute(v, 1, false);
+      if (!stepped.ok()) {
+        (void)EndFastStep(v);
+        return stepped.status();
+      }
       exit = *std::move(stepped);
-      VMI_RETURN_IF_ERROR(PrepareEngine(v));
     }
+    // An exit raised by the instruction leaves a fast step under way: the
+    // vCPU stays in the step's view until the instruction completes.
     if (exit.has_value()) return exit;
+    VMI_RETURN_IF_ERROR(EndFastStep(v));
     if (v.book.singlestep) {
       return std::optional<Exit>(NewExit(v, ExitKind::kSingleStep, Reg(v.uc, UC_X86_REG_RIP)));
     }
@@ -439,6 +472,13 @@ absl::Status Machine::Respond(const Response& response) {
           e.vector, e.has_error_code ? std::optional<uint32_t>(e.error_code) : std::nullopt,
           std::nullopt, e.insn_length});
       break;
+  }
+  // An instruction skipped (denied, or VMCALL answered) completes a fast
+  // single step under way.
+  if (v.book.fast_step_return.has_value() && intercept && !rip_changed &&
+      (response.action == EventAction::kDeny || e.kind == ExitKind::kVmcall)) {
+    v.book.view = *v.book.fast_step_return;
+    v.book.fast_step_return.reset();
   }
   if (response.view.has_value() && response.action != EventAction::kFastSingleStep) {
     v.book.view = *response.view;
@@ -589,6 +629,11 @@ absl::Status Machine::DestroyView(View view) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "destroy_view(view=%s): vcpu %u has a fast singlestep into it pending", view, v->index));
     }
+    if (v->book.fast_step_return == view) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "destroy_view(view=%s): vcpu %u returns to it after its fast singlestep", view,
+          v->index));
+    }
   }
   VMI_RETURN_IF_ERROR(impl_->views.Destroy(view));
   ++impl_->views_epoch;
@@ -604,6 +649,7 @@ void Machine::CancelFastSingleSteps() {
         v->book.special->kind == SpecialStep::Kind::kFastSingleStep) {
       v->book.special.reset();
     }
+    v->book.fast_step_return.reset();
   }
 }
 

@@ -148,10 +148,41 @@ struct Exit {
 //    handler returns).
 //  - kSingleStep: toggles single-stepping of the vCPU, then continues.
 //  - kFastSingleStep: executes one instruction in `view`, then returns to the
-//    vCPU's current view without a single-step exit.
+//    vCPU's current view without a single-step exit (Xen: an altp2m switch
+//    plus VM_EVENT_FLAG_FAST_SINGLESTEP back to the current view).
 // `view` (for actions other than kFastSingleStep) switches the vCPU's view
 // before it resumes; `registers` replaces its GPRs/RIP/RFLAGS first (if RIP
 // changes, the intercepted instruction is considered handled).
+//
+// A fast single step ends when its instruction completes, or when an
+// exception or interrupt is delivered instead (a #PF it raised, an injected
+// event): then RIP is the handler's entry with the frame pushed, as with the
+// monitor trap flag. Either way the vCPU is back in the view it had before
+// the step, and nothing is reported. Until then the step is under way: an
+// exit raised by the stepped instruction (a memory access the step's view
+// forbids, a breakpoint or monitored interrupt, an intercept) is reported
+// with `view` = the step's view, VcpuView() says the step's view, and the
+// response applies to the step, which resumes in that view (or in `view`,
+// when the response names one) and returns to the original view once the
+// instruction completes:
+//  - kContinue: the instruction is retried in the step's view (it faults
+//    again if that view still forbids the access; it completes if the
+//    permission was lifted meanwhile), then the vCPU returns.
+//  - kEmulate: the access is performed once in the step's view, the
+//    instruction completes there, then the vCPU returns.
+//  - kFastSingleStep(W) / any action with `view` = W: the instruction is
+//    retried in W instead, then the vCPU returns to the original view (not
+//    to the step's view).
+//  - kSingleStep: toggles single-stepping; the instruction is retried as for
+//    kContinue, and with single-stepping on a kSingleStep exit follows in the
+//    original view once it completed.
+//  - kReinjectInterrupt (breakpoint/interrupt exits): the event is delivered
+//    and the step ends there, back in the original view at the handler.
+//  - kDeny (intercepts): the instruction is skipped, which completes the step.
+//  - `registers` with another RIP: the step executes the instruction at the
+//    new RIP instead (the step is still one instruction).
+// CancelFastSingleSteps() drops a step under way: the vCPU stays in the view
+// it is in. A view the vCPU returns to cannot be destroyed.
 struct Response {
   EventAction action = EventAction::kContinue;
   std::optional<View> view;
@@ -256,12 +287,14 @@ class Machine {
 
   // --- views ---
   absl::StatusOr<View> CreateView(MemoryAccess default_access);
-  // Fails while a vCPU is in `view` or has a fast singlestep into it pending.
+  // Fails while a vCPU is in `view`, has a fast singlestep into it pending, or
+  // returns to it after a fast singlestep under way.
   absl::Status DestroyView(View view);
-  // Drops the fast singlesteps responses scheduled that have not run yet; each
-  // vCPU resumes in its own view.
+  // Drops the fast singlesteps responses scheduled that have not run yet and
+  // the steps under way; each vCPU resumes in the view it is in now.
   void CancelFastSingleSteps();
-  // Switches every vCPU.
+  // Switches every vCPU (during a fast single step under way: the view the
+  // step's instruction runs in; the vCPU still returns afterwards).
   absl::Status SwitchView(View view);
   absl::Status SwitchVcpuView(VcpuId vcpu, View view);
   absl::StatusOr<View> VcpuView(VcpuId vcpu) const;

@@ -110,6 +110,10 @@ struct VcpuBook {
   std::deque<Interrupt> injections;
   bool skip_first_intercept = false;
   std::optional<SpecialStep> special;
+  // Set while a fast single step is under way (its instruction has not
+  // completed: an exit it raised is pending or answered): the view the vCPU
+  // returns to once the instruction completes. `view` is the step's view.
+  std::optional<View> fast_step_return;
 };
 
 // One Unicorn engine: a vCPU as it runs in one view. Each engine applies its
@@ -128,6 +132,7 @@ struct Engine {
   bool tb_dirty = false;
   bool tlb_dirty = false;
   uc_hook code_hook = 0;
+
 
   // The frames this engine has translated code from, each with its content
   // as of the end of this engine's last run (its own writes to them reach its
@@ -256,6 +261,8 @@ struct Machine::Impl {
   absl::StatusOr<CpuContext*> SaveScratch(Vcpu& v);
   absl::StatusOr<uint64_t> GdtDescriptor(Vcpu& v, uint16_t selector);
   Exit NewExit(Vcpu& v, ExitKind kind, uint64_t rip) const;
+  // Ends the vCPU's fast single step: back to the view it came from.
+  absl::Status EndFastStep(Vcpu& v);
 
   // --- hooks ---
   static void HookCode(uc_engine* uc, uint64_t address, uint32_t size, void* user);
