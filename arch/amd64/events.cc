@@ -98,10 +98,15 @@ std::string MsrWriteEvent::ToString() const {
 }
 
 std::string InterruptEvent::ToString() const {
-  return absl::StrCat("interrupt(", interrupt.ToString(), ")");
+  if (!instruction_gfn) return absl::StrCat("interrupt(", interrupt.ToString(), ")");
+  return absl::StrCat("interrupt(", interrupt.ToString(),
+                      " instruction_gfn=", instruction_gfn->ToString(), ")");
 }
 
-std::string SingleStepEvent::ToString() const { return "singlestep"; }
+std::string SingleStepEvent::ToString() const {
+  if (!instruction_gfn) return "singlestep";
+  return absl::StrCat("singlestep(instruction_gfn=", instruction_gfn->ToString(), ")");
+}
 
 std::string HypercallEvent::ToString() const {
   return absl::StrCat("hypercall(instruction_length=", instruction_length, ")");

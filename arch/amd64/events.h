@@ -9,6 +9,7 @@
 #define VMI_ARCH_AMD64_EVENTS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -90,12 +91,26 @@ struct MsrWriteEvent {
 // ReinjectInterrupt response delivers it).
 struct InterruptEvent {
   Interrupt interrupt{};
+  // #BP from a software breakpoint (INT3) only: the guest frame of the
+  // breakpoint instruction, i.e. of RIP as the vCPU's own page tables
+  // translate an instruction fetch at the event (Xen's
+  // software_breakpoint.gfn). When a view remaps that frame (a shadow page),
+  // this is still the guest's frame, not the one the view maps it to. A tool
+  // recognises its own breakpoints by it without walking the page tables,
+  // which the guest may have changed meanwhile. Empty for every other
+  // interrupt, when the fetch does not translate, or when the driver cannot
+  // know (see each driver).
+  std::optional<Gfn> instruction_gfn = std::nullopt;
   friend bool operator==(const InterruptEvent&, const InterruptEvent&) = default;
   std::string ToString() const;
 };
 
 // The vCPU executed one instruction with single-stepping on.
 struct SingleStepEvent {
+  // The guest frame of the next instruction (RIP at the event) as the
+  // vCPU's page tables translate an instruction fetch there (Xen's
+  // singlestep.gfn); the same rules as InterruptEvent::instruction_gfn.
+  std::optional<Gfn> instruction_gfn = std::nullopt;
   friend bool operator==(const SingleStepEvent&, const SingleStepEvent&) = default;
   std::string ToString() const;
 };

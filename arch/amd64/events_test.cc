@@ -130,6 +130,23 @@ TEST(EventReasonTest, Equality) {
             InterruptEvent{Interrupt::PageFault(Va(0x2000), 2)});
 }
 
+TEST(EventReasonTest, InstructionGfnIsShownWhenKnownAndCompared) {
+  const InterruptEvent bp{Interrupt::Breakpoint(1), Gfn(0x1a2)};
+  EXPECT_EQ(
+      bp.ToString(),
+      "interrupt(#BP vector=3 software-exception instruction_length=1 instruction_gfn=0x1a2)");
+  EXPECT_EQ(EventReasonToString(SingleStepEvent{Gfn(0x7f)}), "singlestep(instruction_gfn=0x7f)");
+  EXPECT_EQ(EventReasonToString(SingleStepEvent{Gfn(0)}), "singlestep(instruction_gfn=0x0)");
+
+  // Unknown (empty) is neither frame 0 nor any other frame.
+  EXPECT_NE(bp, (InterruptEvent{Interrupt::Breakpoint(1)}));
+  EXPECT_NE(bp, (InterruptEvent{Interrupt::Breakpoint(1), Gfn(0x1a3)}));
+  EXPECT_EQ(bp, (InterruptEvent{Interrupt::Breakpoint(1), Gfn(0x1a2)}));
+  EXPECT_NE(SingleStepEvent{}, SingleStepEvent{Gfn(0)});
+  EXPECT_EQ(SingleStepEvent{Gfn(5)}, SingleStepEvent{Gfn(5)});
+  EXPECT_NE(EventReason(SingleStepEvent{Gfn(5)}), EventReason(SingleStepEvent{Gfn(6)}));
+}
+
 TEST(MsrTest, Names) {
   EXPECT_STREQ(MsrName(0xc0000080), "IA32_EFER");
   EXPECT_STREQ(MsrName(msr::kSysenterEip), "IA32_SYSENTER_EIP");
