@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "core/error.h"
 #include "core/page_span.h"
+#include "drivers/sim/machine_reader.h"
 
 namespace vmi::sim {
 namespace {
@@ -211,7 +212,8 @@ size_t SimDriver::EventsPending() { return state_->machine->pending_exit().has_v
 
 absl::Duration SimDriver::EventProcessingOverhead() { return state_->overhead; }
 
-amd64::EventReason SimDriver::ReasonFromExit(const Exit& e, const amd64::Registers& regs) {
+amd64::EventReason SimDriver::ReasonFromExit(const Exit& e, const amd64::Registers& regs,
+                                             std::optional<Gfn> instruction_gfn) {
   switch (e.kind) {
     case ExitKind::kInterrupt: {
       amd64::Interrupt i;
@@ -227,9 +229,9 @@ amd64::EventReason SimDriver::ReasonFromExit(const Exit& e, const amd64::Registe
     case ExitKind::kMemoryAccess:
       return amd64::MemoryAccessEvent{e.gpa, e.gla, e.gla_valid, e.access, e.gla_valid, false};
     case ExitKind::kBreakpoint:
-      return amd64::InterruptEvent{amd64::Interrupt::Breakpoint(e.insn_length)};
+      return amd64::InterruptEvent{amd64::Interrupt::Breakpoint(e.insn_length), instruction_gfn};
     case ExitKind::kSingleStep:
-      return amd64::SingleStepEvent{};
+      return amd64::SingleStepEvent{instruction_gfn};
     case ExitKind::kControlRegister: {
       const amd64::ControlRegister reg = e.cr == 0   ? amd64::ControlRegister::kCr0
                                          : e.cr == 3 ? amd64::ControlRegister::kCr3
@@ -306,7 +308,11 @@ absl::Status SimDriver::WaitForEventImpl(absl::Duration timeout, Handler handler
     event.vcpu = exit.vcpu;
     event.view = exit.view;
     VMI_ASSIGN_OR_RETURN(event.registers, m.GetRegisters(exit.vcpu));
-    event.reason = ReasonFromExit(exit, event.registers);
+    std::optional<Gfn> instruction_gfn;
+    if (exit.kind == ExitKind::kBreakpoint || exit.kind == ExitKind::kSingleStep) {
+      instruction_gfn = InstructionGfn(m, event.registers);
+    }
+    event.reason = ReasonFromExit(exit, event.registers, instruction_gfn);
     event.flags.vcpu_paused = true;
     const absl::Time handler_start = absl::Now();
     const VmiEventResponse<Amd64> response = handler(event);

@@ -10,6 +10,11 @@
 // max_gpfn). FreeGfn unpopulates a frame: reads, writes and permissions on
 // it then fail until it is allocated again.
 //
+// Events: an INT3 (InterruptEvent with #BP) and a single step carry
+// instruction_gfn, the guest frame of RIP at the exit as the vCPU's page
+// tables translate an instruction fetch (machine_reader.h), computed when the
+// event is raised; empty when that fetch would fault.
+//
 // Waiting: WaitForEvent runs the vCPUs until an event (which it hands to the
 // handler and answers), or until the timeout: wall-clock time by default, or
 // a budget of guest instructions (deterministic) when
@@ -124,8 +129,11 @@ class SimDriver {
   absl::Status InjectInterrupt(VcpuId vcpu, const amd64::Interrupt& interrupt);
   absl::Status ResetState();
 
-  // Conversions, exposed for tests.
-  static amd64::EventReason ReasonFromExit(const Exit& exit, const amd64::Registers& regs);
+  // Conversions, exposed for tests. `instruction_gfn` goes into the event of
+  // a breakpoint or single-step exit (the driver passes InstructionGfn of
+  // machine_reader.h) and is ignored for the others.
+  static amd64::EventReason ReasonFromExit(const Exit& exit, const amd64::Registers& regs,
+                                           std::optional<Gfn> instruction_gfn = std::nullopt);
   static Response ResponseFor(const VmiEventResponse<Amd64>& response);
 
  private:

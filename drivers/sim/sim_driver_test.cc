@@ -6,6 +6,7 @@
 #include "core/event_loop.h"
 #include "core/session.h"
 #include "core/vmi_core.h"
+#include "drivers/sim/machine_reader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -134,6 +135,124 @@ TEST(SimDriverTest, BreakpointRoundTripsThroughTheEventLoop) {
     return VmiEventResponse<Amd64>::Continue();
   })));
   EXPECT_EQ(core.GetRegisters(VcpuId(0))->rbx, 100u);
+}
+
+// The guest frame of RIP by the guest builder's own translation (an oracle
+// independent of the driver's walk).
+std::optional<Gfn> FrameOf(SimDriver& d, uint64_t rip) {
+  absl::StatusOr<Pa> pa = d.guest()->space->Translate(Va(rip));
+  if (!pa.ok()) return std::nullopt;
+  return Gfn(pa->value() >> 12);
+}
+
+TEST(SimDriverTest, Int3AndSingleStepCarryTheGuestFrameOfRip) {
+  for (int levels : {4, 5}) {
+    SimDriver d = Boot("loop_call", 1, levels);
+    const Va func = Symbol(d, "func");
+    const Pa pa = *d.guest()->space->Translate(func);
+    const Gfn frame(pa.value() >> 12);
+    const uint8_t original = d.ReadPage(frame)->data()[pa.value() & 0xfff];
+    const uint8_t int3 = 0xcc;
+    ASSERT_TRUE(d.WritePage(frame, pa.value() & 0xfff, absl::MakeConstSpan(&int3, 1)).ok());
+    ASSERT_TRUE(d.MonitorEnable(amd64::MonitorInterrupt{3}).ok());
+    ASSERT_TRUE(d.MonitorEnable(amd64::MonitorSingleStep{}).ok());
+
+    std::vector<std::string> trace;
+    ASSERT_TRUE(
+        d.WaitForEvent(absl::Seconds(1), [&](const VmiEvent<Amd64>& e) {
+           trace.push_back(amd64::EventReasonToString(e.reason));
+           const auto* bp = std::get_if<amd64::InterruptEvent>(&e.reason);
+           EXPECT_NE(bp, nullptr);
+           if (bp != nullptr) {
+             EXPECT_EQ(bp->instruction_gfn, frame);
+           }
+           EXPECT_TRUE(
+               d.WritePage(frame, pa.value() & 0xfff, absl::MakeConstSpan(&original, 1)).ok());
+           return VmiEventResponse<Amd64>::ToggleSingleStep();
+         }).ok());
+    // Three steps from func on: each event names the frame of the next
+    // instruction (RIP after the step).
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(d.WaitForEvent(absl::Seconds(1), [&](const VmiEvent<Amd64>& e) {
+                     const auto* step = std::get_if<amd64::SingleStepEvent>(&e.reason);
+                     EXPECT_NE(step, nullptr) << amd64::EventReasonToString(e.reason);
+                     if (step != nullptr) {
+                       EXPECT_TRUE(step->instruction_gfn.has_value());
+                       EXPECT_EQ(step->instruction_gfn, FrameOf(d, e.registers.rip));
+                     }
+                     return i == 2 ? VmiEventResponse<Amd64>::ToggleSingleStep()
+                                   : VmiEventResponse<Amd64>::Continue();
+                   }).ok());
+    }
+    EXPECT_EQ(trace, std::vector<std::string>{absl::StrFormat(
+                         "interrupt(#BP vector=3 software-exception instruction_length=1 "
+                         "instruction_gfn=%s)",
+                         frame.ToString())})
+        << levels;
+  }
+}
+
+// A hidden breakpoint: the INT3 is in a shadow copy the view maps in place of
+// the code frame. The event names the guest's frame, not the shadow.
+TEST(SimDriverTest, Int3InAShadowFrameCarriesTheGuestFrame) {
+  SimDriver d = Boot("loop_call");
+  const Va func = Symbol(d, "func");
+  const Pa pa = *d.guest()->space->Translate(func);
+  const Gfn frame(pa.value() >> 12);
+  absl::StatusOr<Gfn> shadow = d.AllocateGfn();
+  ASSERT_TRUE(shadow.ok()) << shadow.status();
+  ASSERT_NE(*shadow, frame);
+  const MappedPage code = *d.ReadPage(frame);
+  ASSERT_TRUE(d.WritePage(*shadow, 0, absl::MakeConstSpan(code.data(), code.size())).ok());
+  const uint8_t int3 = 0xcc;
+  ASSERT_TRUE(d.WritePage(*shadow, pa.value() & 0xfff, absl::MakeConstSpan(&int3, 1)).ok());
+  absl::StatusOr<View> view = d.CreateView(MemoryAccess::RWX());
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_TRUE(d.ChangeViewGfn(*view, frame, *shadow).ok());
+  ASSERT_TRUE(d.SwitchToView(*view).ok());
+  ASSERT_TRUE(d.MonitorEnable(amd64::MonitorInterrupt{3}).ok());
+
+  int hits = 0;
+  ASSERT_TRUE(d.WaitForEvent(absl::Seconds(1), [&](const VmiEvent<Amd64>& e) {
+                 ++hits;
+                 EXPECT_EQ(e.view, *view);
+                 EXPECT_EQ(e.registers.rip, func.value());
+                 const auto* bp = std::get_if<amd64::InterruptEvent>(&e.reason);
+                 EXPECT_NE(bp, nullptr);
+                 if (bp != nullptr) {
+                   EXPECT_EQ(bp->instruction_gfn, frame);
+                 }
+                 // Run on in the default view, where the original code is.
+                 return VmiEventResponse<Amd64>::Continue().WithView(kDefaultView);
+               }).ok());
+  EXPECT_EQ(hits, 1);
+  ASSERT_TRUE(d.ResetState().ok());
+}
+
+TEST(SimDriverTest, InstructionGfnIsEmptyWhereRipDoesNotTranslate) {
+  SimDriver d = Boot("loop_call");
+  amd64::Registers regs = *d.Registers(VcpuId(0));
+  EXPECT_EQ(InstructionGfn(d.machine(), regs), FrameOf(d, regs.rip));
+  EXPECT_TRUE(InstructionGfn(d.machine(), regs).has_value());
+  regs.rip = 0x7fff12345000;  // nothing mapped there
+  ASSERT_FALSE(FrameOf(d, regs.rip).has_value());
+  EXPECT_EQ(InstructionGfn(d.machine(), regs), std::nullopt);
+  // ReasonFromExit passes what it is given, to breakpoints and steps only.
+  Exit step;
+  step.kind = ExitKind::kSingleStep;
+  EXPECT_EQ(SimDriver::ReasonFromExit(step, regs, std::nullopt),
+            amd64::EventReason(amd64::SingleStepEvent{}));
+  EXPECT_EQ(SimDriver::ReasonFromExit(step, regs, Gfn(9)),
+            amd64::EventReason(amd64::SingleStepEvent{Gfn(9)}));
+  Exit cpuid;
+  cpuid.kind = ExitKind::kCpuid;
+  EXPECT_EQ(SimDriver::ReasonFromExit(cpuid, regs, Gfn(9)),
+            amd64::EventReason(amd64::CpuidEvent{}));
+  // A page reader over the machine's RAM ends where the RAM does.
+  MachinePageReader reader(d.machine());
+  EXPECT_TRUE(reader.ReadPage(d.machine().max_gfn()).ok());
+  EXPECT_EQ(reader.ReadPage(d.machine().max_gfn() + 1).status().code(),
+            absl::StatusCode::kOutOfRange);
 }
 
 TEST(SimDriverTest, WriteWatchWithEmulatePerformsTheWriteOnce) {
