@@ -101,6 +101,12 @@ Interrupt InterruptFromRequest(const vm_event_interrupt_x86& x86) {
   return i;
 }
 
+// Xen's gfn_of_rip gives INVALID_GFN when RIP does not translate.
+std::optional<Gfn> InstructionGfnFromRequest(uint64_t gfn) {
+  if (gfn == kInvalidGfn) return std::nullopt;
+  return Gfn(gfn);
+}
+
 absl::StatusOr<amd64::EventReason> ReasonFromRequest(const vm_event_request_t& req) {
   switch (req.reason) {
     case VM_EVENT_REASON_MEM_ACCESS: {
@@ -125,13 +131,16 @@ absl::StatusOr<amd64::EventReason> ReasonFromRequest(const vm_event_request_t& r
                                   req.u.mov_to_msr.old_value, req.u.mov_to_msr.new_value};
     case VM_EVENT_REASON_SOFTWARE_BREAKPOINT:
       return amd64::InterruptEvent{
-          DebugInterrupt(amd64::exception::kBreakpoint, req.u.software_breakpoint)};
+          .interrupt = DebugInterrupt(amd64::exception::kBreakpoint, req.u.software_breakpoint),
+          .instruction_gfn = InstructionGfnFromRequest(req.u.software_breakpoint.gfn)};
     case VM_EVENT_REASON_DEBUG_EXCEPTION:
-      return amd64::InterruptEvent{DebugInterrupt(amd64::exception::kDebug, req.u.debug_exception)};
+      return amd64::InterruptEvent{
+          .interrupt = DebugInterrupt(amd64::exception::kDebug, req.u.debug_exception)};
     case VM_EVENT_REASON_INTERRUPT:
-      return amd64::InterruptEvent{InterruptFromRequest(req.u.interrupt.x86)};
+      return amd64::InterruptEvent{.interrupt = InterruptFromRequest(req.u.interrupt.x86)};
     case VM_EVENT_REASON_SINGLESTEP:
-      return amd64::SingleStepEvent{};
+      return amd64::SingleStepEvent{.instruction_gfn =
+                                        InstructionGfnFromRequest(req.u.singlestep.gfn)};
     case VM_EVENT_REASON_GUEST_REQUEST:
       return amd64::HypercallEvent{kVmcallLength};
     case VM_EVENT_REASON_CPUID:

@@ -91,6 +91,14 @@ absl::StatusOr<std::pair<MemoryAccess, MemoryAccessOptions>> AccessFromXen(xenme
 // Architecture has no EventReason for (mem_paging, mem_sharing,
 // privileged_call, emul_unimplemented, vmexit, unknown) give Unimplemented;
 // a request of another interface version gives FailedPrecondition.
+//
+// A software breakpoint's InterruptEvent and a single step's SingleStepEvent
+// carry the request's gfn as instruction_gfn: Xen's gfn_of_rip, RIP
+// translated by the guest's page tables as an instruction fetch (the guest
+// frame even when an altp2m view remaps it), empty for INVALID_GFN (RIP does
+// not translate). Xen sends 0 there when the monitor's page walks are
+// disabled (XEN_DOMCTL_MONITOR_OP_DISABLE_PTWALKS), which XenDriver never
+// does. A debug exception's gfn is not reported: instruction_gfn is for #BP.
 absl::StatusOr<VmiEvent<Amd64>> EventFromRequest(const vm_event_request_t& request);
 
 // The response to `request`. Always echoes VM_EVENT_FLAG_VCPU_PAUSED (which
@@ -111,6 +119,11 @@ absl::StatusOr<amd64::Interrupt> InterruptToReinject(const vm_event_request_t& r
 // Xen's "no error code" marker in vm_event interrupt requests and for
 // xendevicemodel_inject_event.
 inline constexpr uint32_t kNoErrorCode = ~uint32_t{0};
+
+// Xen's INVALID_GFN: what gfn_of_rip puts in software-breakpoint and
+// single-step requests when RIP does not translate, and the new_gfn of
+// xc_altp2m_change_gfn that resets a remap.
+inline constexpr uint64_t kInvalidGfn = ~uint64_t{0};
 
 // Instruction length reported for guest requests (VMCALL/VMMCALL are 3 bytes;
 // the request does not carry it).

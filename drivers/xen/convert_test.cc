@@ -1,6 +1,7 @@
 #include "drivers/xen/convert.h"
 
 #include <cstring>
+#include <optional>
 #include <variant>
 #include <vector>
 
@@ -134,6 +135,34 @@ TEST(EventFromRequest, SoftwareBreakpoint) {
   auto event = EventFromRequest(req);
   ASSERT_TRUE(event.ok());
   EXPECT_EQ(ReasonAs<amd64::InterruptEvent>(*event).interrupt, amd64::Interrupt::Breakpoint(1));
+  EXPECT_EQ(ReasonAs<amd64::InterruptEvent>(*event).instruction_gfn, Gfn(0x1234));
+}
+
+TEST(EventFromRequest, InstructionGfnOfBreakpointAndStepIsEmptyForInvalidGfn) {
+  vm_event_request_t bp = Request(VM_EVENT_REASON_SOFTWARE_BREAKPOINT);
+  bp.u.software_breakpoint.insn_length = 1;
+  bp.u.software_breakpoint.gfn = kInvalidGfn;  // gfn_of_rip: RIP does not translate
+  auto event = EventFromRequest(bp);
+  ASSERT_TRUE(event.ok());
+  EXPECT_EQ(ReasonAs<amd64::InterruptEvent>(*event).instruction_gfn, std::nullopt);
+  bp.u.software_breakpoint.gfn = 0;  // frame 0 is a frame
+  EXPECT_EQ(ReasonAs<amd64::InterruptEvent>(*EventFromRequest(bp)).instruction_gfn, Gfn(0));
+
+  vm_event_request_t step = Request(VM_EVENT_REASON_SINGLESTEP);
+  step.u.singlestep.gfn = kInvalidGfn;
+  EXPECT_EQ(ReasonAs<amd64::SingleStepEvent>(*EventFromRequest(step)).instruction_gfn,
+            std::nullopt);
+}
+
+TEST(EventFromRequest, OtherInterruptsCarryNoInstructionGfn) {
+  // A debug exception's request has a gfn too: instruction_gfn is for #BP.
+  vm_event_request_t db = Request(VM_EVENT_REASON_DEBUG_EXCEPTION);
+  db.u.debug_exception.gfn = 0x55;
+  EXPECT_EQ(ReasonAs<amd64::InterruptEvent>(*EventFromRequest(db)).instruction_gfn, std::nullopt);
+  vm_event_request_t pf = Request(VM_EVENT_REASON_INTERRUPT);
+  pf.u.interrupt.x86.vector = amd64::exception::kPageFault;
+  pf.u.interrupt.x86.error_code = 2;
+  EXPECT_EQ(ReasonAs<amd64::InterruptEvent>(*EventFromRequest(pf)).instruction_gfn, std::nullopt);
 }
 
 TEST(EventFromRequest, DebugException) {
@@ -150,9 +179,11 @@ TEST(EventFromRequest, DebugException) {
 }
 
 TEST(EventFromRequest, Singlestep) {
-  auto event = EventFromRequest(Request(VM_EVENT_REASON_SINGLESTEP));
+  vm_event_request_t req = Request(VM_EVENT_REASON_SINGLESTEP);
+  req.u.singlestep.gfn = 0x7f00;
+  auto event = EventFromRequest(req);
   ASSERT_TRUE(event.ok());
-  ReasonAs<amd64::SingleStepEvent>(*event);
+  EXPECT_EQ(ReasonAs<amd64::SingleStepEvent>(*event).instruction_gfn, Gfn(0x7f00));
 }
 
 TEST(EventFromRequest, GuestRequestIsVmcall) {

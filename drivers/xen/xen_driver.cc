@@ -33,7 +33,6 @@ namespace {
 using xen_internal::XenApi;
 
 constexpr size_t kPageSize = XC_PAGE_SIZE;
-constexpr xen_pfn_t kInvalidGfn = ~xen_pfn_t{0};
 
 // A xentoollog logger that keeps the last error message instead of printing
 // it, so that failures (notably "Could not obtain handle on privileged

@@ -8,10 +8,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "drivers/sim/machine_reader.h"
 #include "drivers/xen/convert.h"
 #include "drivers/xen/internal/fake_xen.h"
 #include "drivers/xen/internal/xen_api.h"
@@ -153,8 +155,18 @@ struct Impl {
   using SimState = SimulatedXen::State;
   static SimState* X() { return g_xen; }
 
+  // Xen's gfn_of_rip for the gfn of breakpoint and single-step requests:
+  // RIP translated as an instruction fetch by the guest's tables, read from
+  // guest frames (the host p2m, no altp2m remap); INVALID_GFN when it faults.
+  // The same walk SimDriver does for its events.
+  static uint64_t GfnOfRip(sim::Machine& m, const amd64::Registers& regs) {
+    const std::optional<Gfn> gfn = sim::InstructionGfn(m, regs);
+    return gfn ? gfn->value() : kInvalidGfn;
+  }
+
   // Xen's request for a machine exit.
-  static vm_event_request_t RequestFor(const sim::Exit& e, const amd64::Registers& regs) {
+  static vm_event_request_t RequestFor(sim::Machine& m, const sim::Exit& e,
+                                       const amd64::Registers& regs) {
     vm_event_request_t r;
     std::memset(&r, 0, sizeof(r));
     r.version = VM_EVENT_INTERFACE_VERSION;
@@ -168,7 +180,7 @@ struct Impl {
     switch (e.kind) {
       case sim::ExitKind::kBreakpoint:
         r.reason = VM_EVENT_REASON_SOFTWARE_BREAKPOINT;
-        r.u.software_breakpoint.gfn = e.gpa.value() / kPage;
+        r.u.software_breakpoint.gfn = GfnOfRip(m, regs);
         r.u.software_breakpoint.insn_length = e.insn_length;
         r.u.software_breakpoint.type = static_cast<uint8_t>(amd64::InterruptType::kSoftwareException);
         break;
@@ -201,6 +213,7 @@ struct Impl {
       }
       case sim::ExitKind::kSingleStep:
         r.reason = VM_EVENT_REASON_SINGLESTEP;
+        r.u.singlestep.gfn = GfnOfRip(m, regs);
         break;
       case sim::ExitKind::kControlRegister:
         r.reason = VM_EVENT_REASON_WRITE_CTRLREG;
@@ -285,7 +298,7 @@ struct Impl {
     if (x->front_.sring == nullptr) {
       FRONT_RING_INIT(&x->front_, static_cast<vm_event_sring_t*>(x->ring_page_), kPage);
     }
-    *RING_GET_REQUEST(&x->front_, x->front_.req_prod_pvt) = RequestFor(exit, *regs);
+    *RING_GET_REQUEST(&x->front_, x->front_.req_prod_pvt) = RequestFor(m, exit, *regs);
     ++x->front_.req_prod_pvt;
     RING_PUSH_REQUESTS(&x->front_);
     ++x->requests_;
