@@ -25,7 +25,10 @@
 // INT3 into guest memory), MonitorWatchpoint (after the access) and
 // MonitorSingleStep with the ToggleSingleStep response. Other monitors are
 // Unimplemented: QEMU's stub does not report guest exceptions, CR or MSR
-// writes. Responses: Continue and ToggleSingleStep, with registers; the rest
+// writes. A SingleStepEvent's instruction_gfn stays empty: the stub reports
+// no frame, and the event's registers (the stub's) lack the CS descriptor
+// cache that forming the fetch address needs; walk RIP under the event's CR3
+// if a frame is needed. Responses: Continue and ToggleSingleStep, with registers; the rest
 // (Deny, Emulate, reinjection, views) are InvalidArgument after the guest
 // has been resumed.
 //

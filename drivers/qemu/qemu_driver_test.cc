@@ -206,6 +206,9 @@ TEST_F(QemuDriverTest, SingleStepAfterABreakpoint) {
                                   [&](const VmiEvent<Amd64>& e) {
                                     EXPECT_TRUE(std::holds_alternative<amd64::SingleStepEvent>(e.reason))
                                         << amd64::EventReasonToString(e.reason);
+                                    // The stub reports no frame (qemu_driver.h).
+                                    EXPECT_EQ(e.reason,
+                                              amd64::EventReason(amd64::SingleStepEvent{}));
                                     EXPECT_EQ(e.vcpu, *vcpu);
                                     EXPECT_NE(e.registers.rip, previous);
                                     previous = e.registers.rip;
