@@ -188,6 +188,21 @@ absl::StatusOr<std::optional<Exit>> Machine::Impl::Execute(Vcpu& v, uint64_t cou
   const uc_err err = uc_emu_start(v.uc, start, 0, 0, count);
   last_engine = v.active;
   v.book.skip_first_intercept = false;
+  if (v.active->flush_after_run) {
+    v.active->flush_after_run = false;
+    v.active->tb_dirty = true;
+  }
+  if (v.store_undo.has_value()) {
+    // The store the write hook turned into a violation did happen: undo it,
+    // and stand before the instruction (Unicorn leaves RIP at the start of
+    // the block when an engine stops without an error).
+    const Vcpu::StoreUndo& u = *v.store_undo;
+    for (uint8_t i = 0; i < u.size; ++i) {
+      if (u.gpa + i < options.ram_size) ram[Backing(v, u.gpa + i)] = u.bytes[i];
+    }
+    v.store_undo.reset();
+    if (v.hook_exit.has_value()) SetReg(v.uc, UC_X86_REG_RIP, v.hook_exit->rip);
+  }
   if (v.hook_error.has_value()) return *v.hook_error;
   if (err == UC_ERR_FETCH_PROT) {
     // Unicorn raises a fetch violation as a #PF it never delivers, and leaves
@@ -676,13 +691,25 @@ absl::StatusOr<View> Machine::VcpuView(VcpuId vcpu) const {
   return impl_->vcpus[vcpu.value()]->book.view;
 }
 
-absl::Status Machine::SetMemoryAccess(View view, Gfn gfn, MemoryAccess access) {
+absl::Status Machine::SetMemoryAccess(View view, Gfn gfn, MemoryAccess access,
+                                      MemoryAccessOptions options) {
   ++impl_->views_epoch;
-  return impl_->views.SetAccess(view, gfn, access);
+  return impl_->views.SetAccess(view, gfn, access, options);
 }
 
 absl::StatusOr<MemoryAccess> Machine::GetMemoryAccess(View view, Gfn gfn) const {
   return impl_->views.GetAccess(view, gfn);
+}
+
+absl::StatusOr<MemoryAccessOptions> Machine::GetMemoryAccessOptions(View view, Gfn gfn) const {
+  return impl_->views.GetOptions(view, gfn);
+}
+
+absl::StatusOr<bool> Machine::ChecksEveryAccess(VcpuId vcpu, View view) const {
+  VMI_RETURN_IF_ERROR(impl_->CheckVcpu("checks_every_access", vcpu));
+  const Vcpu& v = *impl_->vcpus[vcpu.value()];
+  auto it = v.engines.find(view.value());
+  return it != v.engines.end() && it->second->mem_hook != 0;
 }
 
 absl::Status Machine::ChangeGfn(View view, Gfn old_gfn, Gfn new_gfn) {

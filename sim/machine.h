@@ -21,11 +21,21 @@
 // machine itself (Unicorn never delivers them): 64-bit gates, privilege change
 // through TSS.RSP0, IST stacks, error codes, CR2 for #PF.
 //
-// Limitations (by design of the emulator underneath): page-walk accesses to
-// page tables are never subject to view permissions (as with Xen's *_pw access
-// types), except that the walk's accessed/dirty-bit update to a table frame
-// the vCPU's view write-protects is dropped (Unicorn discards writes to
-// read-only memory; no exit is raised); guest-armed hardware breakpoints
+// View permissions hold for every guest access, not only the first one that
+// fills a TLB entry: an engine whose view restricts any frame checks every
+// guest load and store (Unicorn's slow memory path, forced by a memory hook;
+// see ChecksEveryAccess), one whose view restricts nothing runs without it.
+//
+// Page walks: the CPU's own reads of page tables are never subject to view
+// permissions. Its accessed/dirty-bit updates to a table frame the view
+// write-protects with MemoryAccessOptions::IgnorePageWalkUpdates land without
+// an exit (Xen's *_pw access types), while guest instructions writing that
+// frame raise write violations. Without the option, Xen raises a violation
+// for the walk's update (fault_in_gpt); the simulator cannot see it (Unicorn's
+// walker writes physical memory directly) and drops the update instead: no
+// exit, and the bit stays clear in the table.
+//
+// Limitations (by design of the emulator underneath): guest-armed hardware breakpoints
 // (MOV to DR7) are not supported: Unicorn 2.1.1 faults in its generated code
 // when one is hit, and QEMU's breakpoint objects do not move between engines
 // (the DR0-7 values do); LMSW with a memory operand raises no CR0 event; XCR0
@@ -298,8 +308,18 @@ class Machine {
   absl::Status SwitchView(View view);
   absl::Status SwitchVcpuView(VcpuId vcpu, View view);
   absl::StatusOr<View> VcpuView(VcpuId vcpu) const;
-  absl::Status SetMemoryAccess(View view, Gfn gfn, MemoryAccess access);
+  // `options` (IgnorePageWalkUpdates) matters where `access` lacks write: see
+  // the page-walk note at the top. A call without options drops earlier ones.
+  absl::Status SetMemoryAccess(View view, Gfn gfn, MemoryAccess access,
+                               MemoryAccessOptions options = MemoryAccessOptions::None());
   absl::StatusOr<MemoryAccess> GetMemoryAccess(View view, Gfn gfn) const;
+  absl::StatusOr<MemoryAccessOptions> GetMemoryAccessOptions(View view, Gfn gfn) const;
+  // Whether the vCPU's engine for `view` checks every guest load and store
+  // against the view (true while the view, as last applied to it, restricts
+  // some frame or has a default access other than RWX; false when the engine
+  // does not exist yet). For tests and benchmarks: a checking engine runs
+  // guest code more slowly.
+  absl::StatusOr<bool> ChecksEveryAccess(VcpuId vcpu, View view) const;
   absl::Status ChangeGfn(View view, Gfn old_gfn, Gfn new_gfn);
   absl::Status ResetGfn(View view, Gfn gfn);
   const ViewTable& views() const;

@@ -19,6 +19,8 @@ SIM_PROGRAM_SYMBOLS(demand_paging)
 SIM_PROGRAM_SYMBOLS(user_mode)
 SIM_PROGRAM_SYMBOLS(probe_loads)
 SIM_PROGRAM_SYMBOLS(self_modify)
+SIM_PROGRAM_SYMBOLS(self_read)
+SIM_PROGRAM_SYMBOLS(table_write)
 
 extern "C" const uint8_t sim_prog_loop_call_func[], sim_prog_loop_call_done[];
 extern "C" const uint8_t sim_prog_mem_access_read_insn[], sim_prog_mem_access_write_insn[],
@@ -37,6 +39,10 @@ extern "C" const uint8_t sim_prog_user_mode_syscall_entry[], sim_prog_user_mode_
 extern "C" const uint8_t sim_prog_probe_loads_probe_load[], sim_prog_probe_loads_done[];
 extern "C" const uint8_t sim_prog_self_modify_patched[], sim_prog_self_modify_done[],
     sim_prog_self_modify_second_vmcall[];
+extern "C" const uint8_t sim_prog_self_read_read_insn[], sim_prog_self_read_data_read[],
+    sim_prog_self_read_data_write[], sim_prog_self_read_done[], sim_prog_self_read_data[];
+extern "C" const uint8_t sim_prog_table_write_read_insn[], sim_prog_table_write_write_insn[],
+    sim_prog_table_write_done[];
 
 namespace vmi::sim {
 namespace {
@@ -106,6 +112,21 @@ std::vector<GuestProgram>* BuildTable() {
                             IMAGE(self_modify),
                             OFF(self_modify, entry),
                             {SYM(self_modify, patched), SYM(self_modify, second_vmcall), SYM(self_modify, done)},
+                            {}});
+  t->push_back(GuestProgram{
+      "self_read",
+      "RDI times adds its own code page's first quadword to RBX; increments `data`; halts",
+      IMAGE(self_read),
+      OFF(self_read, entry),
+      {SYM(self_read, read_insn), SYM(self_read, data_read), SYM(self_read, data_write),
+       SYM(self_read, done), SYM(self_read, data)},
+      {}});
+  t->push_back(GuestProgram{"table_write",
+                            "loads the quadword at RDI, stores RDX at RSI, then halts",
+                            IMAGE(table_write),
+                            OFF(table_write, entry),
+                            {SYM(table_write, read_insn), SYM(table_write, write_insn),
+                             SYM(table_write, done)},
                             {}});
 #undef SYM
 #undef OFF

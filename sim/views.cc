@@ -7,13 +7,13 @@
 namespace vmi::sim {
 
 ViewTable::ViewTable(Gfn max_gfn) : max_gfn_(max_gfn) {
-  views_[0] = ViewState{MemoryAccess::RWX(), {}, {}};
+  views_[0] = ViewState{MemoryAccess::RWX(), {}, {}, {}};
 }
 
 absl::StatusOr<View> ViewTable::Create(MemoryAccess default_access) {
   for (uint16_t id = 1; id < kMaxViews; ++id) {
     if (!views_.contains(id)) {
-      views_[id] = ViewState{default_access, {}, {}};
+      views_[id] = ViewState{default_access, {}, {}, {}};
       return View(id);
     }
   }
@@ -45,7 +45,8 @@ absl::Status ViewTable::Check(const char* op, View view, Gfn gfn) const {
   return absl::OkStatus();
 }
 
-absl::Status ViewTable::SetAccess(View view, Gfn gfn, MemoryAccess access) {
+absl::Status ViewTable::SetAccess(View view, Gfn gfn, MemoryAccess access,
+                                  MemoryAccessOptions options) {
   if (absl::Status s = Check("set_memory_access", view, gfn); !s.ok()) return s;
   ViewState& v = views_[view.value()];
   if (access == v.default_access) {
@@ -53,7 +54,17 @@ absl::Status ViewTable::SetAccess(View view, Gfn gfn, MemoryAccess access) {
   } else {
     v.access[gfn.value()] = access;
   }
+  if (options.empty()) {
+    v.options.erase(gfn.value());
+  } else {
+    v.options[gfn.value()] = options;
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<MemoryAccessOptions> ViewTable::GetOptions(View view, Gfn gfn) const {
+  if (absl::Status s = Check("get_memory_access", view, gfn); !s.ok()) return s;
+  return Lookup(view, gfn).options;
 }
 
 absl::StatusOr<MemoryAccess> ViewTable::GetAccess(View view, Gfn gfn) const {
@@ -99,9 +110,10 @@ absl::StatusOr<MemoryAccess> ViewTable::DefaultAccess(View view) const {
 
 ViewEntry ViewTable::Lookup(View view, Gfn gfn) const {
   const ViewState& v = views_.at(view.value());
-  ViewEntry e{gfn, v.default_access};
+  ViewEntry e{gfn, v.default_access, MemoryAccessOptions::None()};
   if (auto it = v.access.find(gfn.value()); it != v.access.end()) e.access = it->second;
   if (auto it = v.remap.find(gfn.value()); it != v.remap.end()) e.backing = Gfn(it->second);
+  if (auto it = v.options.find(gfn.value()); it != v.options.end()) e.options = it->second;
   return e;
 }
 
@@ -110,10 +122,10 @@ std::vector<Gfn> ViewTable::Overrides(View view) const {
   auto it = views_.find(view.value());
   if (it == views_.end()) return out;
   for (const auto& [gfn, access] : it->second.access) out.push_back(Gfn(gfn));
-  for (const auto& [gfn, backing] : it->second.remap) {
-    if (!it->second.access.contains(gfn)) out.push_back(Gfn(gfn));
-  }
+  for (const auto& [gfn, backing] : it->second.remap) out.push_back(Gfn(gfn));
+  for (const auto& [gfn, options] : it->second.options) out.push_back(Gfn(gfn));
   std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 

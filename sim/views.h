@@ -28,6 +28,9 @@ namespace vmi::sim {
 struct ViewEntry {
   Gfn backing;          // the frame accesses actually reach
   MemoryAccess access;  // what the view allows
+  // IgnorePageWalkUpdates: the CPU's own accessed/dirty-bit updates of this
+  // frame (a page-table frame) pass even where `access` lacks write.
+  MemoryAccessOptions options;
   friend bool operator==(const ViewEntry&, const ViewEntry&) = default;
 };
 
@@ -42,15 +45,20 @@ class ViewTable {
   absl::Status Destroy(View view);
   bool Exists(View view) const;
 
-  absl::Status SetAccess(View view, Gfn gfn, MemoryAccess access);
+  // Sets the frame's access and options (a change of access without options
+  // drops options set before, as Xen's set_mem_access does).
+  absl::Status SetAccess(View view, Gfn gfn, MemoryAccess access,
+                         MemoryAccessOptions options = MemoryAccessOptions::None());
   absl::StatusOr<MemoryAccess> GetAccess(View view, Gfn gfn) const;
+  absl::StatusOr<MemoryAccessOptions> GetOptions(View view, Gfn gfn) const;
   absl::Status ChangeGfn(View view, Gfn old_gfn, Gfn new_gfn);
   absl::Status ResetGfn(View view, Gfn gfn);
 
   absl::StatusOr<MemoryAccess> DefaultAccess(View view) const;
   // The entry of `gfn` in `view` (which must exist and `gfn` be valid).
   ViewEntry Lookup(View view, Gfn gfn) const;
-  // The frames whose entry in `view` differs from {itself, default access}.
+  // The frames whose entry in `view` differs from {itself, default access, no
+  // options}.
   std::vector<Gfn> Overrides(View view) const;
   std::vector<View> Views() const;
 
@@ -61,6 +69,7 @@ class ViewTable {
     MemoryAccess default_access;
     absl::flat_hash_map<uint64_t, MemoryAccess> access;  // gfn -> access override
     absl::flat_hash_map<uint64_t, uint64_t> remap;       // gfn -> backing gfn
+    absl::flat_hash_map<uint64_t, MemoryAccessOptions> options;  // gfn -> non-empty options
   };
   absl::Status Check(const char* op, View view, Gfn gfn) const;
 

@@ -12,7 +12,7 @@ using ::testing::HasSubstr;
 TEST(ViewTableTest, HostViewIsRwxIdentity) {
   ViewTable t(Gfn(0xff));
   EXPECT_TRUE(t.Exists(kDefaultView));
-  EXPECT_EQ(t.Lookup(kDefaultView, Gfn(5)), (ViewEntry{Gfn(5), MemoryAccess::RWX()}));
+  EXPECT_EQ(t.Lookup(kDefaultView, Gfn(5)), (ViewEntry{Gfn(5), MemoryAccess::RWX(), MemoryAccessOptions::None()}));
   EXPECT_TRUE(t.Overrides(kDefaultView).empty());
 }
 
@@ -24,18 +24,37 @@ TEST(ViewTableTest, CreateSetRemapResetDestroy) {
   EXPECT_EQ(*t.GetAccess(*v, Gfn(3)), MemoryAccess::RX());
   ASSERT_TRUE(t.SetAccess(*v, Gfn(3), MemoryAccess::R()).ok());
   ASSERT_TRUE(t.ChangeGfn(*v, Gfn(4), Gfn(9)).ok());
-  EXPECT_EQ(t.Lookup(*v, Gfn(3)), (ViewEntry{Gfn(3), MemoryAccess::R()}));
-  EXPECT_EQ(t.Lookup(*v, Gfn(4)), (ViewEntry{Gfn(9), MemoryAccess::RX()}));
+  EXPECT_EQ(t.Lookup(*v, Gfn(3)), (ViewEntry{Gfn(3), MemoryAccess::R(), MemoryAccessOptions::None()}));
+  EXPECT_EQ(t.Lookup(*v, Gfn(4)), (ViewEntry{Gfn(9), MemoryAccess::RX(), MemoryAccessOptions::None()}));
   EXPECT_THAT(t.Overrides(*v), ElementsAre(Gfn(3), Gfn(4)));
   // Other views are untouched.
-  EXPECT_EQ(t.Lookup(kDefaultView, Gfn(4)), (ViewEntry{Gfn(4), MemoryAccess::RWX()}));
+  EXPECT_EQ(t.Lookup(kDefaultView, Gfn(4)), (ViewEntry{Gfn(4), MemoryAccess::RWX(), MemoryAccessOptions::None()}));
   ASSERT_TRUE(t.ResetGfn(*v, Gfn(4)).ok());
-  EXPECT_EQ(t.Lookup(*v, Gfn(4)), (ViewEntry{Gfn(4), MemoryAccess::RX()}));
+  EXPECT_EQ(t.Lookup(*v, Gfn(4)), (ViewEntry{Gfn(4), MemoryAccess::RX(), MemoryAccessOptions::None()}));
   // Setting the default access again drops the override.
   ASSERT_TRUE(t.SetAccess(*v, Gfn(3), MemoryAccess::RX()).ok());
   EXPECT_TRUE(t.Overrides(*v).empty());
   ASSERT_TRUE(t.Destroy(*v).ok());
   EXPECT_FALSE(t.Exists(*v));
+}
+
+TEST(ViewTableTest, OptionsArePerFrameAndDroppedByAPlainSetAccess) {
+  ViewTable t(Gfn(0xff));
+  absl::StatusOr<View> v = t.Create(MemoryAccess::RWX());
+  ASSERT_TRUE(v.ok());
+  const MemoryAccessOptions pw = MemoryAccessOptions::IgnorePageWalkUpdates();
+  ASSERT_TRUE(t.SetAccess(*v, Gfn(3), MemoryAccess::R(), pw).ok());
+  EXPECT_EQ(t.Lookup(*v, Gfn(3)), (ViewEntry{Gfn(3), MemoryAccess::R(), pw}));
+  EXPECT_EQ(*t.GetOptions(*v, Gfn(3)), pw);
+  EXPECT_EQ(*t.GetOptions(kDefaultView, Gfn(3)), MemoryAccessOptions::None());
+  // Options alone (with the default access) still make an override.
+  ASSERT_TRUE(t.SetAccess(*v, Gfn(4), MemoryAccess::RWX(), pw).ok());
+  EXPECT_THAT(t.Overrides(*v), ElementsAre(Gfn(3), Gfn(4)));
+  ASSERT_TRUE(t.SetAccess(*v, Gfn(3), MemoryAccess::R()).ok());
+  EXPECT_EQ(*t.GetOptions(*v, Gfn(3)), MemoryAccessOptions::None());
+  ASSERT_TRUE(t.SetAccess(*v, Gfn(4), MemoryAccess::RWX()).ok());
+  EXPECT_THAT(t.Overrides(*v), ElementsAre(Gfn(3)));
+  EXPECT_EQ(t.GetOptions(View(9), Gfn(3)).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ViewTableTest, BadInputNamesOperationAndOperands) {

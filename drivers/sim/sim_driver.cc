@@ -92,9 +92,9 @@ absl::StatusOr<MemoryAccess> SimDriver::GetMemoryAccess(Gfn gfn, View view) {
 absl::StatusOr<std::pair<MemoryAccess, MemoryAccessOptions>> SimDriver::GetMemoryAccessWithOptions(
     Gfn gfn, View view) {
   VMI_ASSIGN_OR_RETURN(MemoryAccess access, GetMemoryAccess(gfn, view));
-  auto it = state_->access_options.find({gfn.value(), view.value()});
-  return std::make_pair(access,
-                        it == state_->access_options.end() ? MemoryAccessOptions::None() : it->second);
+  VMI_ASSIGN_OR_RETURN(MemoryAccessOptions options,
+                       state_->machine->GetMemoryAccessOptions(view, gfn));
+  return std::make_pair(access, options);
 }
 
 absl::Status SimDriver::SetMemoryAccess(Gfn gfn, View view, MemoryAccess access) {
@@ -104,16 +104,10 @@ absl::Status SimDriver::SetMemoryAccess(Gfn gfn, View view, MemoryAccess access)
 absl::Status SimDriver::SetMemoryAccessWithOptions(Gfn gfn, View view, MemoryAccess access,
                                                    MemoryAccessOptions options) {
   VMI_RETURN_IF_ERROR(CheckPopulated("set_memory_access", gfn));
-  // The machine never checks the CPU's own page-walk accesses against a view,
-  // which is exactly what kIgnorePageWalkUpdates asks for; without the option
-  // the difference is that walks through a protected table do not fault here.
-  VMI_RETURN_IF_ERROR(state_->machine->SetMemoryAccess(view, gfn, access));
-  if (options.empty()) {
-    state_->access_options.erase({gfn.value(), view.value()});
-  } else {
-    state_->access_options[{gfn.value(), view.value()}] = options;
-  }
-  return absl::OkStatus();
+  // The machine acts on kIgnorePageWalkUpdates (walk A/D updates pass, guest
+  // writes trap); without it a walk's update to a write-protected table frame
+  // is dropped without an event (sim/machine.h says why).
+  return state_->machine->SetMemoryAccess(view, gfn, access, options);
 }
 
 absl::StatusOr<amd64::Registers> SimDriver::Registers(VcpuId vcpu) {
@@ -443,7 +437,6 @@ absl::Status SimDriver::ResetState() {
   for (Gfn g : m.views().Overrides(kDefaultView)) {
     keep(m.SetMemoryAccess(kDefaultView, g, MemoryAccess::RWX()));
   }
-  state_->access_options.clear();
   return first.ok() ? absl::OkStatus() : AnnotateStatus(first, "reset_state");
 }
 

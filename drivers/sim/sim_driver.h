@@ -32,7 +32,6 @@
 #include <string>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -144,7 +143,6 @@ class SimDriver {
     Gfn visible_max;                          // highest populated frame below the reserve
     absl::flat_hash_set<uint64_t> allocated;  // reserve frames populated by AllocateGfn*
     absl::flat_hash_set<uint64_t> freed;      // frames unpopulated by FreeGfn
-    absl::flat_hash_map<std::pair<uint64_t, uint16_t>, MemoryAccessOptions> access_options;
     absl::flat_hash_set<uint32_t> msrs;       // monitored MSR indexes
     absl::flat_hash_set<uint8_t> vectors;     // monitored interrupt vectors
     bool singlestep_monitor = false;

@@ -29,8 +29,16 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(View view, uint8_t* ram, uint
   return e;
 }
 
+bool WritesTrappedByHook(const ViewEntry& entry) {
+  return !entry.access.write() && entry.options.ignore_page_walk_updates();
+}
+
+uint32_t EnginePerms(const ViewEntry& entry) {
+  return UcPerms(WritesTrappedByHook(entry) ? entry.access | MemoryAccess::W() : entry.access);
+}
+
 absl::Status ApplyEntry(Engine& e, uint8_t* ram, Gfn gfn, ViewEntry want, const std::string& op) {
-  ViewEntry cur{gfn, e.applied_default};
+  ViewEntry cur{gfn, e.applied_default, MemoryAccessOptions::None()};
   if (auto it = e.applied.find(gfn.value()); it != e.applied.end()) cur = it->second;
   if (cur == want) return absl::OkStatus();
   const uint64_t gpa = gfn.value() * kPageSize;
@@ -38,14 +46,14 @@ absl::Status ApplyEntry(Engine& e, uint8_t* ram, Gfn gfn, ViewEntry want, const 
     if (uc_err err = uc_mem_unmap(e.uc, gpa, kPageSize); err != UC_ERR_OK) {
       return UcError(absl::StrFormat("%s(gfn=%s): uc_mem_unmap", op, gfn), err);
     }
-    if (uc_err err = uc_mem_map_ptr(e.uc, gpa, kPageSize, UcPerms(want.access),
+    if (uc_err err = uc_mem_map_ptr(e.uc, gpa, kPageSize, EnginePerms(want),
                                     ram + want.backing.value() * kPageSize);
         err != UC_ERR_OK) {
       return UcError(absl::StrFormat("%s(gfn=%s): uc_mem_map_ptr", op, gfn), err);
     }
     e.tb_dirty = true;
-  } else {
-    if (uc_err err = uc_mem_protect(e.uc, gpa, kPageSize, UcPerms(want.access));
+  } else if (EnginePerms(cur) != EnginePerms(want)) {
+    if (uc_err err = uc_mem_protect(e.uc, gpa, kPageSize, EnginePerms(want));
         err != UC_ERR_OK) {
       return UcError(absl::StrFormat("%s(gfn=%s): uc_mem_protect", op, gfn), err);
     }
@@ -56,10 +64,15 @@ absl::Status ApplyEntry(Engine& e, uint8_t* ram, Gfn gfn, ViewEntry want, const 
     // the frame is executable) go unnoticed safely.
     if (cur.access.execute() && !want.access.execute()) e.tb_dirty = true;
   }
-  if (want == ViewEntry{gfn, e.applied_default}) {
+  if (want == ViewEntry{gfn, e.applied_default, MemoryAccessOptions::None()}) {
     e.applied.erase(gfn.value());
   } else {
     e.applied[gfn.value()] = want;
+  }
+  if (WritesTrappedByHook(want)) {
+    e.pw_frames.insert(gfn.value());
+  } else {
+    e.pw_frames.erase(gfn.value());
   }
   e.tlb_dirty = true;
   return absl::OkStatus();
@@ -76,8 +89,10 @@ absl::Status ApplyView(Engine& e, uint8_t* ram, uint64_t ram_size, const ViewTab
     // See ApplyEntry.
     if (e.applied_default.execute() && !def.execute()) e.tb_dirty = true;
     e.applied_default = def;
+    e.pw_frames.clear();
     for (auto it = e.applied.begin(); it != e.applied.end();) {
       it->second.access = def;
+      it->second.options = MemoryAccessOptions::None();
       if (it->second.backing.value() == it->first) {
         e.applied.erase(it++);
       } else {
@@ -95,7 +110,7 @@ absl::Status ApplyView(Engine& e, uint8_t* ram, uint64_t ram_size, const ViewTab
   }
   std::sort(stale.begin(), stale.end());
   for (uint64_t gfn : stale) {
-    VMI_RETURN_IF_ERROR(ApplyEntry(e, ram, Gfn(gfn), {Gfn(gfn), def}, op));
+    VMI_RETURN_IF_ERROR(ApplyEntry(e, ram, Gfn(gfn), {Gfn(gfn), def, MemoryAccessOptions::None()}, op));
   }
   for (Gfn gfn : targets) VMI_RETURN_IF_ERROR(ApplyEntry(e, ram, gfn, views.Lookup(view, gfn), op));
   return absl::OkStatus();
@@ -241,6 +256,56 @@ absl::Status Machine::Impl::UpdateCodeHook(Vcpu& v, Engine& e) {
   return absl::OkStatus();
 }
 
+absl::Status Machine::Impl::UpdateMemoryHook(Vcpu& v, Engine& e) {
+  bool restricts = e.applied_default != MemoryAccess::RWX();
+  for (const auto& [gfn, entry] : e.applied) {
+    if (restricts) break;
+    restricts = entry.access != MemoryAccess::RWX();
+  }
+  if (!restricts) {
+    if (e.mem_hook != 0) {
+      uc_hook_del(e.uc, e.mem_hook);
+      e.mem_hook = 0;
+      e.tb_dirty = true;
+      e.flush_after_run = true;
+    }
+    return absl::OkStatus();
+  }
+  // The hook's callback runs only for stores into its range: the frames whose
+  // stores it must trap, or no address at all.
+  uint64_t begin = ~0ull, end = ~0ull;
+  if (!e.pw_frames.empty()) {
+    uint64_t lo = ~0ull, hi = 0;
+    for (uint64_t gfn : e.pw_frames) {
+      lo = std::min(lo, gfn);
+      hi = std::max(hi, gfn);
+    }
+    begin = lo * sim_internal::kPageSize;
+    end = (hi + 1) * sim_internal::kPageSize - 1;
+  }
+  if (e.mem_hook != 0 && e.mem_hook_begin == begin && e.mem_hook_end == end) {
+    return absl::OkStatus();
+  }
+  const bool had = e.mem_hook != 0;
+  if (had) uc_hook_del(e.uc, e.mem_hook);
+  e.mem_hook = 0;
+  if (uc_err err = uc_hook_add(e.uc, &e.mem_hook, UC_HOOK_MEM_WRITE,
+                               reinterpret_cast<void*>(&Impl::HookWrite), &v, begin, end);
+      err != UC_ERR_OK) {
+    e.mem_hook = 0;
+    e.tb_dirty = true;
+    return sim_internal::UcError(
+        absl::StrFormat("apply_view(vcpu=%u, view=%s): uc_hook_add(mem_write)", v.index, e.view),
+        err);
+  }
+  e.mem_hook_begin = begin;
+  e.mem_hook_end = end;
+  // Whether loads and stores take the slow path is decided when code is
+  // translated: what was translated without the hook goes.
+  if (!had) e.tb_dirty = true;
+  return absl::OkStatus();
+}
+
 absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
   if (!views.Exists(v.book.view)) {
     return absl::InvalidArgumentError(
@@ -257,6 +322,7 @@ absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
   if (e->applied_epoch != views_epoch) {
     VMI_RETURN_IF_ERROR(sim_internal::ApplyView(*e, ram, options.ram_size, views,
                                                 absl::StrFormat("apply_view(vcpu=%u)", v.index)));
+    VMI_RETURN_IF_ERROR(UpdateMemoryHook(v, *e));
     e->applied_epoch = views_epoch;
   }
   if (last_engine != e) {

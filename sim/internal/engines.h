@@ -36,6 +36,12 @@ inline constexpr uint32_t kTcgBufferSize = 32u << 20;
 absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(View view, uint8_t* ram, uint64_t ram_size,
                                                    const std::string& op);
 
+// True when the engine keeps the frame writable and traps guest stores to
+// it with its write hook: write denied, page-walk updates allowed.
+bool WritesTrappedByHook(const ViewEntry& entry);
+// The Unicorn permissions an engine gives a frame with this entry.
+uint32_t EnginePerms(const ViewEntry& entry);
+
 // Brings frame `gfn` of the engine to `want` (its backing frame and access).
 // A remap or a lost execute right drops the engine's translated code
 // (Unicorn checks execute only when it translates); any change drops its TLB.

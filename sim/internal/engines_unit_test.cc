@@ -35,7 +35,7 @@ class EnginesUnitTest : public ::testing::Test {
     munmap(ram_, kFrames * kPageSize);
   }
   absl::Status Apply(uint64_t gfn, uint64_t backing, MemoryAccess access) {
-    return ApplyEntry(*engine_, ram_, Gfn(gfn), ViewEntry{Gfn(backing), access}, "test");
+    return ApplyEntry(*engine_, ram_, Gfn(gfn), ViewEntry{Gfn(backing), access, MemoryAccessOptions::None()}, "test");
   }
   uint8_t* ram_ = nullptr;
   std::unique_ptr<Engine> engine_;

@@ -219,28 +219,19 @@ bool Machine::Impl::HookInvalid(uc_engine*, void* user) {
   return false;
 }
 
-bool Machine::Impl::HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, int, int64_t,
-                             void* user) {
-  Vcpu* v = static_cast<Vcpu*>(user);
-  Impl* m = v->m;
-  // Unicorn fills the TLB entry before it checks the permission, and a later
-  // read through that entry is not checked again: drop it so the access
-  // faults again if it is retried unchanged.
-  v->active->tlb_dirty = true;
-  const uint64_t rip = Reg(uc, UC_X86_REG_RIP);
-  Exit e = m->NewExit(*v, ExitKind::kMemoryAccess, rip);
+Exit Machine::Impl::AccessExit(Vcpu& v, MemoryAccess access, uint64_t address) const {
+  const uint64_t rip = Reg(v.uc, UC_X86_REG_RIP);
+  Exit e = NewExit(v, ExitKind::kMemoryAccess, rip);
   e.gpa = Pa(address);
-  e.access = type == UC_MEM_WRITE_PROT   ? MemoryAccess::W()
-             : type == UC_MEM_FETCH_PROT ? MemoryAccess::X()
-                                         : MemoryAccess::R();
+  e.access = access;
   // The linear address: for a fetch, from RIP when RIP's page is the frame;
   // otherwise the unique virtual page of the current address space that maps
   // the frame, if there is exactly one.
-  const PagingState p = m->Paging(*v);
+  const PagingState p = Paging(v);
   const uint64_t gfn = address / kPageSize;
-  if (type == UC_MEM_FETCH_PROT) {
+  if (access.execute()) {
     for (uint64_t probe : {rip, rip + 15}) {
-      const WalkResult w = sim_internal::Walk(m->ram, m->options.ram_size, p, probe);
+      const WalkResult w = sim_internal::Walk(ram, options.ram_size, p, probe);
       if (w.present && w.pa / kPageSize == gfn) {
         e.gla = Va((probe & ~(kPageSize - 1)) | (address & (kPageSize - 1)));
         e.gla_valid = true;
@@ -251,21 +242,65 @@ bool Machine::Impl::HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, 
   if (!e.gla_valid) {
     // As hardware does: from the faulting instruction's operand, accepted only
     // if that linear page really maps to the faulting frame.
-    if (std::optional<uint64_t> gla = m->GlaFromInstruction(*v, p, rip, address)) {
+    if (std::optional<uint64_t> gla = GlaFromInstruction(v, p, rip, address)) {
       e.gla = Va(*gla);
       e.gla_valid = true;
     }
   }
   if (!e.gla_valid) {
     const std::optional<std::vector<uint64_t>> vas =
-        sim_internal::ReverseLookup(m->ram, m->options.ram_size, p, gfn, 2);
+        sim_internal::ReverseLookup(ram, options.ram_size, p, gfn, 2);
     if (vas.has_value() && vas->size() == 1) {
       e.gla = Va((*vas)[0] | (address & (kPageSize - 1)));
       e.gla_valid = true;
     }
   }
-  v->hook_exit = std::move(e);
+  return e;
+}
+
+bool Machine::Impl::HookProt(uc_engine*, uc_mem_type type, uint64_t address, int, int64_t,
+                             void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  // Unicorn fills the TLB entry before it checks the permission: drop it, so
+  // nothing is left that a later access could hit without a check (engines
+  // that restrict a frame take the slow path on every access anyway, see
+  // Engine::mem_hook).
+  v->active->tlb_dirty = true;
+  v->hook_exit = v->m->AccessExit(*v,
+                                  type == UC_MEM_WRITE_PROT   ? MemoryAccess::W()
+                                  : type == UC_MEM_FETCH_PROT ? MemoryAccess::X()
+                                                              : MemoryAccess::R(),
+                                  address);
   return false;
+}
+
+void Machine::Impl::HookWrite(uc_engine* uc, uc_mem_type, uint64_t address, int size, int64_t,
+                              void* user) {
+  Vcpu* v = static_cast<Vcpu*>(user);
+  Impl* m = v->m;
+  const Engine& e = *v->active;
+  if (v->hook_exit.has_value() || size <= 0) return;
+  const uint64_t first = address / kPageSize;
+  const uint64_t last = (address + static_cast<uint64_t>(size) - 1) / kPageSize;
+  uint64_t fault = address;
+  if (!e.pw_frames.contains(first)) {
+    if (last == first || !e.pw_frames.contains(last)) return;
+    fault = last * kPageSize;
+  }
+  // A store to a frame whose view denies write but lets page walks update it:
+  // a write violation, as Unicorn's permission check would have raised. The
+  // store itself still happens when this returns; Execute puts the bytes back
+  // (the engine stops right after the store, before the instruction retires).
+  v->hook_exit = m->AccessExit(*v, MemoryAccess::W(), fault);
+  Vcpu::StoreUndo undo;
+  undo.gpa = address;
+  undo.size = static_cast<uint8_t>(std::min<int>(size, sizeof(undo.bytes)));
+  for (uint8_t i = 0; i < undo.size; ++i) {
+    const uint64_t pa = address + i;
+    undo.bytes[i] = pa < m->options.ram_size ? m->ram[m->Backing(*v, pa)] : 0;
+  }
+  v->store_undo = undo;
+  uc_emu_stop(uc);
 }
 
 bool Machine::Impl::HookUnmapped(uc_engine* uc, uc_mem_type type, uint64_t address, int size,

@@ -133,6 +133,23 @@ struct Engine {
   bool tlb_dirty = false;
   uc_hook code_hook = 0;
 
+  // Restrictions on TLB hits. Unicorn checks a frame's permissions only on
+  // its slow memory path, and its generated code takes the TLB fast path
+  // unless a UC_HOOK_MEM_WRITE (or READ) hook exists when it translates. So
+  // while the engine's view restricts any frame, it carries one write hook
+  // (UpdateMemoryHook), and every guest load and store is checked; an engine
+  // with nothing restricted has none and runs at full speed. The hook's range
+  // covers the frames in `pw_frames` (or nothing).
+  uc_hook mem_hook = 0;
+  uint64_t mem_hook_begin = 0, mem_hook_end = 0;
+  // A deleted hook stays on Unicorn's list (and code translated meanwhile
+  // takes the slow path) until the next uc_emu_start ends: flush after it.
+  bool flush_after_run = false;
+  // Frames whose view denies write but lets page walks update them
+  // (MemoryAccessOptions::IgnorePageWalkUpdates): writable in Unicorn, so the
+  // walker's accessed/dirty-bit updates land, and guest stores to them are
+  // turned into write violations by the write hook.
+  absl::flat_hash_set<uint64_t> pw_frames;
 
   // The frames this engine has translated code from, each with its content
   // as of the end of this engine's last run (its own writes to them reach its
@@ -167,6 +184,15 @@ struct Vcpu {
   uint32_t exception_vector = 0;
   bool syscall_pending = false;
   bool invalid_pending = false;
+  // A guest store the write hook turned into a violation: Unicorn performs
+  // it after the hook returns, so its bytes are put back once the engine
+  // stopped (before anything else can see them).
+  struct StoreUndo {
+    uint64_t gpa = 0;
+    uint8_t size = 0;
+    uint8_t bytes[16] = {};
+  };
+  std::optional<StoreUndo> store_undo;
   uint64_t last_block_start = 0;
   uint64_t last_block_size = 0;
 
@@ -248,6 +274,9 @@ struct Machine::Impl {
   // runs.
   absl::Status PrepareEngine(Vcpu& v);
   absl::Status UpdateCodeHook(Vcpu& v, Engine& e);
+  // Installs, moves or removes the engine's memory hook to match what its
+  // view restricts now (see Engine::mem_hook).
+  absl::Status UpdateMemoryHook(Vcpu& v, Engine& e);
   // Records the code frame of `va` for the vCPU's engine (see engines.h).
   void NoteCode(Vcpu& v, uint64_t va);
 
@@ -261,6 +290,9 @@ struct Machine::Impl {
   absl::StatusOr<CpuContext*> SaveScratch(Vcpu& v);
   absl::StatusOr<uint64_t> GdtDescriptor(Vcpu& v, uint16_t selector);
   Exit NewExit(Vcpu& v, ExitKind kind, uint64_t rip) const;
+  // A kMemoryAccess exit for the access at `gpa` by the instruction at RIP,
+  // with its guest-linear address where it can be derived.
+  Exit AccessExit(Vcpu& v, MemoryAccess access, uint64_t gpa) const;
   // Ends the vCPU's fast single step: back to the view it came from.
   absl::Status EndFastStep(Vcpu& v);
 
@@ -271,6 +303,8 @@ struct Machine::Impl {
   static bool HookInvalid(uc_engine* uc, void* user);
   static bool HookProt(uc_engine* uc, uc_mem_type type, uint64_t address, int size, int64_t value,
                        void* user);
+  static void HookWrite(uc_engine* uc, uc_mem_type type, uint64_t address, int size,
+                        int64_t value, void* user);
   static bool HookUnmapped(uc_engine* uc, uc_mem_type type, uint64_t address, int size,
                            int64_t value, void* user);
   static void HookSyscall(uc_engine* uc, void* user);
