@@ -292,5 +292,46 @@ TEST(RestrictionsTest, IgnorePwIsPerView) {
   EXPECT_NE(ReadQ(m, t.pte_pa) & kAccessed, 0u);
 }
 
+
+// A guest's own #PF, raised while its engine checks every access (its view
+// restricts a frame), reaches the guest's handler as it does anywhere else:
+// demand_paging maps each page on first touch, in a view that restricts an
+// unrelated frame, and in one whose table frame is write-protected with
+// IgnorePageWalkUpdates (the handler's PTE write is then a violation).
+TEST(RestrictionsTest, GuestPageFaultsAreDeliveredInACheckingEngine) {
+  for (bool pw : {false, true}) {
+    SCOPED_TRACE(pw ? "table frame R + pw" : "unrelated frame R");
+    std::unique_ptr<Machine> m = NewMachine();
+    StandardGuest g = Guest(*m, "demand_paging");
+    constexpr uint64_t kRegion = 0x40000000, kWindow = 0xffffc00000000000ull, kPages = 3;
+    const Pa pt = *g.space->PageTableFor(Va(kRegion));
+    ASSERT_TRUE(g.space->Map(Va(kWindow), pt, 4096, page_flags::kWritable).ok());
+    const Pa pool = *g.builder->AllocateFrames(kPages);
+    const Pa spare = *g.builder->AllocateFrames(1);
+    const uint64_t pf_data[2] = {kWindow, pool.value()};
+    ASSERT_TRUE(m->WritePhys(Pa(SymPa(g, "pf_data")),
+                             absl::MakeSpan(reinterpret_cast<const uint8_t*>(pf_data), 16))
+                    .ok());
+    amd64::GpRegisters gp = m->GetRegisters(VcpuId(0))->gp();
+    gp.rdi = kRegion;
+    gp.rsi = kPages;
+    ASSERT_TRUE(m->SetGpRegisters(VcpuId(0), gp).ok());
+    const View view = *m->CreateView(MemoryAccess::RWX());
+    if (pw) {
+      ASSERT_TRUE(m->SetMemoryAccess(view, Gfn(pt.value() / 4096), MemoryAccess::RX(),
+                                     MemoryAccessOptions::IgnorePageWalkUpdates())
+                      .ok());
+    } else {
+      ASSERT_TRUE(m->SetMemoryAccess(view, Gfn(spare.value() / 4096), MemoryAccess::R()).ok());
+    }
+    ASSERT_TRUE(m->SwitchView(view).ok());
+    const std::vector<std::string> trace = Trace(*m, Emulate);
+    EXPECT_TRUE(*m->ChecksEveryAccess(VcpuId(0), view));
+    EXPECT_EQ(trace.size(), pw ? kPages : 0u) << ::testing::PrintToString(trace);
+    EXPECT_EQ(ReadQ(*m, SymPa(g, "pf_data") + 16), kPages);  // faults handled
+    EXPECT_EQ(m->GetRegisters(VcpuId(0))->rip, Sym(g, "done") + 1);
+  }
+}
+
 }  // namespace
 }  // namespace vmi::sim

@@ -160,6 +160,12 @@ bool CpuContext::exception_is_int() const {
   return v != 0;
 }
 
+bool CpuContext::exception_in_flight() const {
+  int32_t v;
+  std::memcpy(&v, reinterpret_cast<const uint8_t*>(ctx_) + layout_.old_exception, 4);
+  return v != -1;
+}
+
 void CpuContext::clear_exception_in_flight() {
   const int32_t none = -1;
   std::memcpy(reinterpret_cast<uint8_t*>(ctx_) + layout_.old_exception, &none, 4);

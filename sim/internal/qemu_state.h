@@ -88,6 +88,9 @@ class CpuContext {
   // True when the exception in flight is a software interrupt (INT n, INT3):
   // RIP already points after the instruction.
   bool exception_is_int() const;
+  // Whether QEMU marks an exception as being delivered (env->old_exception),
+  // which turns the next one into a #DF.
+  bool exception_in_flight() const;
   void clear_exception_in_flight();
 
   // Loads a segment's hidden part as a descriptor load would (and the CPL
