@@ -14,6 +14,7 @@
 #ifndef VMI_DRIVERS_RECORDING_RECORDING_DRIVER_H_
 #define VMI_DRIVERS_RECORDING_RECORDING_DRIVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -120,7 +121,18 @@ class RecordingDriver {
   template <typename Handler>
     requires VmiEventControl<D>
   absl::Status WaitForEvent(absl::Duration timeout, Handler&& handler) {
-    return inner_.WaitForEvent(timeout, std::forward<Handler>(handler));
+    if (!rewrite_event_) return inner_.WaitForEvent(timeout, std::forward<Handler>(handler));
+    return inner_.WaitForEvent(timeout, [&](const VmiEvent<Arch>& event) {
+      VmiEvent<Arch> copy = event;
+      rewrite_event_(copy);
+      return handler(copy);
+    });
+  }
+  // Every event passes through `rewrite` before the handler sees it: a test
+  // plays a driver that reports less (an event without instruction_gfn, as
+  // QEMU's). The response still goes to the inner driver unchanged.
+  void SetEventRewriter(std::function<void(VmiEvent<Arch>&)> rewrite) requires VmiEventControl<D> {
+    rewrite_event_ = std::move(rewrite);
   }
   View DefaultView() requires VmiViewControl<D> { return inner_.DefaultView(); }
   absl::StatusOr<View> CreateView(MemoryAccess access) requires VmiViewControl<D> {
@@ -179,6 +191,7 @@ class RecordingDriver {
   }
 
   D inner_;
+  std::function<void(VmiEvent<Arch>&)> rewrite_event_;
   std::shared_ptr<CallLog> log_;
 };
 

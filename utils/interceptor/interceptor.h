@@ -149,6 +149,14 @@ class Interceptor {
     }
     return Contains(event.view, rip_gfn, Amd64::PageOffset(event.registers.rip));
   }
+  // The same with the frame the event itself carries (`instruction_gfn`, as
+  // Xen and the simulator report it); false when the event carries none, so a
+  // caller on a driver that does not report it (QEMU) walks the page tables
+  // and calls the overload above.
+  bool Contains(const VmiEvent<Amd64>& event) const {
+    const auto* i = std::get_if<amd64::InterruptEvent>(&event.reason);
+    return i != nullptr && i->instruction_gfn.has_value() && Contains(event, *i->instruction_gfn);
+  }
 
   // Whether guest frame `gfn` is shadowed in `view` (its reads and writes
   // there are intercepted).

@@ -81,6 +81,13 @@ TEST_F(InterceptorTest, AHiddenBreakpointFiresInItsViewAndTheGuestRunsOn) {
   for (int i = 0; i < 5; ++i) {
     ASSERT_TRUE(core_->WaitForEvent(absl::Seconds(5), [&](const VmiEvent<Amd64>& e) {
                        EXPECT_TRUE(interceptor_->Contains(e, gfn));
+                       EXPECT_TRUE(interceptor_->Contains(e));  // by the frame the sim reports
+                       VmiEvent<Amd64> without = e;
+                       std::get<amd64::InterruptEvent>(without.reason).instruction_gfn.reset();
+                       EXPECT_FALSE(interceptor_->Contains(without));  // no frame: the caller walks
+                       VmiEvent<Amd64> elsewhere = e;
+                       std::get<amd64::InterruptEvent>(elsewhere.reason).instruction_gfn = Gfn(gfn.value() + 1);
+                       EXPECT_FALSE(interceptor_->Contains(elsewhere));
                        EXPECT_EQ(e.view, view_);
                        ++hits;
                        // Run the original instruction where the original frame is mapped.

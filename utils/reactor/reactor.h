@@ -99,6 +99,7 @@ class Reactor {
     uint64_t events = 0;
     uint64_t hits = 0;               // our breakpoints executed
     uint64_t foreign_breakpoints = 0;  // INT3s reinjected
+    uint64_t frames_from_event = 0;  // INT3s placed by the event's instruction_gfn (no walk)
     uint64_t table_writes = 0;       // write violations on monitored tables
     uint64_t updates = 0;            // PageIn + PageOut
     uint64_t shadow_reads = 0, shadow_writes = 0;
@@ -294,11 +295,21 @@ class Reactor {
 
   Response OnInt3(const Event& e) {
     const Pa root = Amd64::TranslationRoot(e.registers);
-    const AddressContext ctx(Amd64::InstructionPointer(e.registers), root);
-    // The guest may have remapped the code since the core last looked.
-    core_.FlushV2pEntry(ctx);
-    FaultOr<Pa> pa = core_.Translate(ctx);
-    if (!pa.ok() || !controller_.Contains(e.view, Amd64::GfnFromPa(*pa), Amd64::PageOffset(pa->value()))) {
+    const uint64_t rip = Amd64::InstructionPointer(e.registers).value();
+    std::optional<Pa> pa;
+    if (const auto& gfn = std::get<amd64::InterruptEvent>(e.reason).instruction_gfn; gfn.has_value()) {
+      // The driver says which guest frame the INT3 was fetched from (Xen,
+      // the simulator): no page walk, and no race with the guest's tables.
+      pa = Amd64::PaFromGfn(*gfn) + Amd64::PageOffset(rip);
+      ++stats_.frames_from_event;
+    } else {
+      const AddressContext ctx(Va(rip), root);
+      // The guest may have remapped the code since the core last looked.
+      core_.FlushV2pEntry(ctx);
+      FaultOr<Pa> walked = core_.Translate(ctx);
+      if (walked.ok()) pa = *walked;
+    }
+    if (!pa.has_value() || !controller_.Contains(e.view, Amd64::GfnFromPa(*pa), Amd64::PageOffset(pa->value()))) {
       ++stats_.foreign_breakpoints;
       return Response::ReinjectInterrupt();
     }

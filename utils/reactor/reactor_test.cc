@@ -4,9 +4,11 @@
 
 #include "utils/reactor/reactor.h"
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -134,13 +136,20 @@ std::string RemapName(const ::testing::TestParamInfo<RemapParam>& info) {
 }
 
 template <typename Controller>
-void RunRemap(int levels, int table_level, uint16_t vcpus) {
+void RunRemap(int levels, int table_level, uint16_t vcpus, bool strip_instruction_gfn = false) {
   constexpr uint64_t kRoundCount = 4;
   absl::StatusOr<RemapGuest> g = BootRemap(levels, table_level, vcpus, kRoundCount);
   ASSERT_TRUE(g.ok()) << g.status();
   const Pa root = g->s.root();
   auto log = std::make_shared<CallLog>();
   VmiCore<Driver> core(Driver(std::move(*g->s.driver), log));
+  if (strip_instruction_gfn) {
+    // A driver that does not say which frame an INT3 came from (QEMU): the
+    // reactor walks the guest's tables at each hit instead.
+    core.driver().SetEventRewriter([](VmiEvent<Amd64>& e) {
+      if (auto* i = std::get_if<amd64::InterruptEvent>(&e.reason)) i->instruction_gfn.reset();
+    });
+  }
   absl::StatusOr<std::unique_ptr<Reactor<Driver, Controller>>> created = Reactor<Driver, Controller>::Create(core);
   ASSERT_TRUE(created.ok()) << created.status();
   auto& reactor = **created;
@@ -208,6 +217,13 @@ void RunRemap(int levels, int table_level, uint16_t vcpus) {
   }
   EXPECT_EQ(reactor.stats().table_writes, 2 * kRoundCount);
   EXPECT_EQ(reactor.stats().foreign_breakpoints, 0u);
+  if constexpr (std::is_same_v<Controller, Interceptor<Driver>>) {
+    // The sim says which guest frame each INT3 came from; with that stripped
+    // every hit was placed by a walk, and found all the same.
+    EXPECT_EQ(reactor.stats().frames_from_event, strip_instruction_gfn ? 0u : reactor.stats().hits);
+  } else {
+    EXPECT_EQ(reactor.stats().frames_from_event, 0u);  // execute violations carry the gpa
+  }
 
   // Teardown: nothing left.
   ASSERT_TRUE(reactor.Teardown().ok());
@@ -224,6 +240,11 @@ TEST_P(RemapTest, TheBreakpointGoesPendingAndComesBack) {
   } else {
     RunRemap<Interceptor<Driver>>(levels, table_level, vcpus);
   }
+}
+
+TEST(ReactorTest, WithoutTheEventsFrameTheHitIsFoundByAWalk) {
+  RunRemap<Interceptor<Driver>>(4, 1, 2, /*strip_instruction_gfn=*/true);
+  RunRemap<Interceptor<Driver>>(5, 3, 1, /*strip_instruction_gfn=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -386,6 +407,118 @@ TEST(ReactorTest, AFailingDriverCallAnywhereLeavesNothingBehind) {
   }
   EXPECT_GT(failures_seen, 20);
 }
+
+// ---------------------------------------------------------------------------
+// A guest that checksums its own code page while breakpoints on it fire,
+// and patches an instruction on another breakpoint page.
+
+TEST(ReactorTest, AGuestCheckingItsOwnCodeSeesNothing) {
+  absl::StatusOr<Scenario> s = BootScenario("checksum");
+  ASSERT_TRUE(s.ok()) << s.status();
+  const Pa root = s->root();
+  const Va func = *s->Symbol("func"), func2 = *s->Symbol("func2");
+  const Pa ctl = *s->SymbolPa("ctl");
+  VmiCore<sim::SimDriver> core(std::move(*s->driver));
+  auto reactor = Reactor<sim::SimDriver>::Create(core);
+  ASSERT_TRUE(reactor.ok()) << reactor.status();
+  uint64_t func_hits = 0, func2_hits = 0;
+  (*reactor)->OnBreakpoint([&](const auto& hit) {
+    ASSERT_EQ(hit.breakpoints.size(), 1u);
+    (hit.breakpoints[0].tag == 1 ? func_hits : func2_hits)++;
+  });
+  ASSERT_EQ(*(*reactor)->Insert({.key = 1, .root = root, .va = func, .tag = 1}), BreakpointState::kActive);
+  ASSERT_EQ(*(*reactor)->Insert({.key = 1, .root = root, .va = func2, .tag = 2}), BreakpointState::kActive);
+  EXPECT_EQ((*reactor)->controller().pages(), 2u);
+  for (int i = 0; i < 20000 && Q(core, ctl + 24) < 6; ++i) ASSERT_TRUE((*reactor)->Run(absl::Seconds(10)).ok());
+  for (int i = 0; i < 10 && (*reactor)->in_flight() > 0; ++i) ASSERT_TRUE((*reactor)->Run(absl::Seconds(10)).ok());
+  const uint64_t iterations = Q(core, ctl + 24);
+  ASSERT_GE(iterations, 6u);
+  EXPECT_TRUE((*reactor)->last_error().ok()) << (*reactor)->last_error();
+  EXPECT_EQ(Q(core, ctl + 16), 0u) << "the checksum changed";
+  EXPECT_EQ(Q(core, ctl + 40), 0u) << "a patched instruction ran unpatched";
+  // The sum is the one of the page without INT3s.
+  std::vector<uint8_t> page(4096);
+  ASSERT_TRUE(core.Read(AccessContext(func.value() & ~0xfffull, Paging{root}), absl::MakeSpan(page)).ok());
+  uint64_t sum = 0;
+  for (size_t i = 0; i < 4096; i += 8) {
+    uint64_t q;
+    std::memcpy(&q, page.data() + i, 8);
+    sum += q;
+  }
+  EXPECT_EQ(Q(core, ctl + 0), sum);
+  // Every call reported: func increments RBX, func2 R13.
+  const amd64::Registers regs = *core.GetRegisters(VcpuId(0));
+  EXPECT_LE(func_hits - regs.rbx, 1u);
+  EXPECT_LE(func2_hits - regs.r13, 1u);
+  EXPECT_GE(func_hits, iterations);
+  const auto& stats = (*reactor)->stats();
+  EXPECT_GE(stats.shadow_reads, 512 * iterations);  // one per quadword summed
+  EXPECT_GE(stats.shadow_writes, iterations);       // one per patch
+  EXPECT_EQ(stats.foreign_breakpoints, 0u);
+  ASSERT_TRUE((*reactor)->Teardown().ok());
+  EXPECT_EQ((*reactor)->controller().pages(), 0u);
+}
+
+
+// ---------------------------------------------------------------------------
+// A pending breakpoint paged in by a #PF the reactor injects: the guest's own
+// fault handler maps the page, the monitor sees the entry written, the
+// breakpoint is placed.
+
+TEST(ReactorTest, AnInjectedPageFaultBringsAPendingBreakpointIn) {
+  sim::MachineOptions m;
+  m.ram_size = 16 << 20;
+  absl::StatusOr<sim::SimDriver> sim = sim::SimDriver::Boot("demand_paging", m);
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  const sim::StandardGuest& g = *sim->guest();
+  const uint64_t region = 0x40000000;
+  const Pa pt = *g.space->PageTableFor(Va(region));
+  ASSERT_TRUE(g.space->Map(Va(kWindowVa), pt, 4096, sim::page_flags::kWritable).ok());
+  const Pa pool = *g.builder->AllocateFrames(8);
+  const Pa pf_data = *g.program.SymbolPa("pf_data");
+  const Va done = *g.program.Symbol("done");
+  const Pa root = g.space->root();
+  amd64::Registers regs = *sim->Registers(VcpuId(0));
+  regs.rdi = region;
+  regs.rsi = 4;  // the guest touches pages 0..3
+  ASSERT_TRUE(sim->SetRegisters(VcpuId(0), regs).ok());
+  VmiCore<sim::SimDriver> core(*std::move(sim));
+  ASSERT_TRUE(core.WriteU64(AccessContext::Physical(pf_data), kWindowVa).ok());
+  ASSERT_TRUE(core.WriteU64(AccessContext::Physical(pf_data + 8), pool.value()).ok());
+  auto created = Reactor<sim::SimDriver>::Create(core);
+  ASSERT_TRUE(created.ok()) << created.status();
+  auto& r = **created;
+  const Va later(region + 0x5010);
+  ASSERT_EQ(*r.Insert({.key = 1, .root = root, .va = later, .tag = 1}), BreakpointState::kPending);
+  ASSERT_EQ(*r.Insert({.key = 1, .root = root, .va = done, .tag = 2}), BreakpointState::kActive);
+  int done_hits = 0;
+  r.OnBreakpoint([&](const auto& hit) {
+    ASSERT_EQ(hit.breakpoints.size(), 1u);
+    EXPECT_EQ(hit.breakpoints[0].tag, 2u);
+    if (++done_hits == 1) r.InjectPageFault(hit.event.vcpu, later, amd64::page_fault_error::kWrite);
+  });
+  std::vector<PageTableUpdate> updates;
+  r.OnUpdate([&](const PageTableUpdate& u) { updates.push_back(u); });
+  for (int i = 0; i < 200 && done_hits < 2; ++i) {
+    absl::Status st = r.Run(absl::Seconds(10));
+    ASSERT_TRUE(st.ok()) << st << " (done hit " << done_hits << " times)";
+  }
+  EXPECT_TRUE(r.last_error().ok()) << r.last_error();
+  // The guest mapped pages 0..3 itself (writes in the watched table that
+  // change nothing watched), then the injected fault mapped page 5 to the
+  // fifth pool frame: the breakpoint is there; `done` fired again when the
+  // guest came back from the fault.
+  EXPECT_EQ(done_hits, 2);
+  EXPECT_EQ(r.stats().page_faults_injected, 1u);
+  EXPECT_EQ(r.stats().table_writes, 5u);
+  const Pa frame = pool + 4 * 0x1000;
+  EXPECT_THAT(updates, ElementsAreArray({PageTableUpdate{PageTableUpdate::Kind::kPageIn, r.view(),
+                                                         AddressContext(Va(region + 0x5000), root), frame}}));
+  EXPECT_EQ(r.breakpoints().State(1, r.view(), root, later), BreakpointState::kActive);
+  EXPECT_EQ(r.breakpoints().PlacedAt(1, r.view(), root, later), frame + 0x10);
+  ASSERT_TRUE(r.Teardown().ok());
+}
+
 
 }  // namespace
 }  // namespace vmi::utils
