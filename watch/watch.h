@@ -1,14 +1,26 @@
-// Watching a guest: breakpoints (INT3 written into guest code), write
-// watches (EPT write permission removed in the default view) and CR3-write
-// monitoring, one line per event (text or JSON), everything restored on exit
-// including on an interrupt. Written once against the capability concepts;
-// the `vmi watch` command, `vmi demo`, tests and benchmarks use it.
+// Watching a guest: breakpoints, write watches (EPT write permission
+// removed) and CR3-write monitoring, one line per event (text or JSON),
+// everything restored on exit including on an interrupt. Written once
+// against the capability concepts; the `vmi watch` command, `vmi demo`,
+// tests and benchmarks use it.
 //
-// Breakpoint protocol (as on Xen): the INT3 event reports RIP at the INT3;
-// the handler puts the original byte back and single-steps the vCPU over the
-// original instruction; the single-step event re-arms the INT3 and turns
-// single-stepping off. A write to a watched page is reported and then
-// performed once by emulation; the page stays watched.
+// Breakpoints are hidden by default (drivers with views, protection and
+// events: utils::Reactor): an INT3 in a shadow copy of the page, mapped in a
+// breakpoint view the vCPUs run in, so guest reads of its code see the
+// original bytes, and the breakpoint follows the page through the guest's
+// page tables. A breakpoint is translated under vCPU 0's CR3 and hits under
+// any CR3 (as an INT3 in memory would). With `pending`, an address that does not translate yet is
+// accepted and armed when the guest maps it (a "page-in" line says where);
+// a page going away parks it again ("page-out").
+//
+// Visible breakpoints (hidden = false; drivers without views) follow the
+// classic protocol: the INT3 event reports RIP at the INT3; the handler puts
+// the original byte back and single-steps the vCPU over the original
+// instruction; the single-step event re-arms the INT3 and turns
+// single-stepping off.
+//
+// A write to a watched page is reported and then performed once by
+// emulation; the page stays watched (in the breakpoint view too).
 //
 // Thread-safety: single-threaded; the interrupt flag may be set from a
 // signal handler.
@@ -17,6 +29,7 @@
 #define VMI_WATCH_WATCH_H_
 
 #include <atomic>
+#include <memory>
 #include <cstdint>
 #include <optional>
 #include <ostream>
@@ -35,6 +48,7 @@
 #include "core/session.h"
 #include "core/vmi_core.h"
 #include "nlohmann/json.hpp"
+#include "utils/reactor/reactor.h"
 
 namespace vmi::watch {
 
@@ -48,6 +62,11 @@ struct Options {
   const std::atomic<bool>* interrupted = nullptr;
   std::ostream* out = nullptr;  // per-event lines go here when set
   bool json = false;            // JSON lines instead of text
+  // Hidden breakpoints (shadow pages) where the driver can; else INT3 in
+  // guest memory.
+  bool hidden = true;
+  // Accept breakpoints whose address does not translate yet (hidden only).
+  bool pending = false;
 
   // True when at least one event source is armed (a watch with none would
   // wait for events that can never come).
@@ -61,6 +80,7 @@ struct Summary {
   uint64_t cr3_writes = 0;
   uint64_t other = 0;
   std::vector<std::string> lines;  // the per-event lines, in order
+  std::vector<std::string> paging;  // page-in/page-out lines of breakpoint pages
 };
 
 namespace watch_internal {
@@ -79,7 +99,7 @@ class Handler {
     VMI_ASSIGN_OR_RETURN(amd64::Registers regs, core.GetRegisters(VcpuId(0)));
     core.SetPagingMode(Amd64::PagingModeOf(regs));
     const Pa root = Amd64::TranslationRoot(regs);
-    absl::Status status = ArmAll(core, root);
+    absl::Status status = kCanHide && options_.hidden ? ArmHidden(core, root) : ArmAll(core, root);
     if (!status.ok()) {
       absl::Status undo = Disarm(core);
       if (!undo.ok()) return AnnotateStatus(status, std::string(undo.message()));
@@ -106,16 +126,31 @@ class Handler {
       if (w.armed && retry([&] { return core.SetMemoryAccess(w.gfn, kDefaultView, w.original); })) {
         w.armed = false;
       }
+      if (w.armed_in_view && retry([&] { return core.SetMemoryAccess(w.gfn, *w.view, w.original_in_view); })) {
+        w.armed_in_view = false;
+      }
     }
-    return first.ok() ? absl::OkStatus() : AnnotateStatus(first, "watch: disarm");
+    if constexpr (kCanHide) {
+      if (reactor_ != nullptr && retry([&] { return reactor_->Teardown(); })) reactor_.reset();
+    }
+    return first.ok() ? absl::OkStatus() : AnnotateStatus(first, "disarm");
   }
 
   VmiEventResponse<Arch> HandleEvent(VmiContext<D>& ctx) {
+    if constexpr (kCanHide) {
+      if (reactor_ != nullptr) {
+        // The reactor answers its own events (steps, page tables, shadow
+        // accesses) silently; only reported ones count.
+        context_ = &ctx;
+        const size_t before = summary_.lines.size();
+        VmiEventResponse<Arch> r = reactor_->Handle(ctx.event());
+        context_ = nullptr;
+        summary_.events += summary_.lines.size() - before;
+        return r;
+      }
+    }
     ++summary_.events;
-    const amd64::Registers& regs = ctx.registers();
-    return std::visit(
-        [&](const auto& reason) -> VmiEventResponse<Arch> { return On(ctx, regs, reason); },
-        ctx.reason());
+    return Dispatch(ctx);
   }
 
   std::optional<Summary> Poll() {
@@ -142,7 +177,88 @@ class Handler {
     Gfn gfn;
     MemoryAccess original;
     bool armed = false;
+    // In the breakpoint view (hidden breakpoints), where the vCPUs run.
+    std::optional<View> view;
+    MemoryAccess original_in_view;
+    bool armed_in_view = false;
   };
+  static constexpr bool kCanHide = utils::ReactorDriver<D>;
+
+  VmiEventResponse<Arch> Dispatch(VmiContext<D>& ctx) {
+    const amd64::Registers& regs = ctx.registers();
+    return std::visit(
+        [&](const auto& reason) -> VmiEventResponse<Arch> { return On(ctx, regs, reason); },
+        ctx.reason());
+  }
+
+  // Hidden breakpoints through a reactor; write watches in both views.
+  absl::Status ArmHidden(VmiCore<D>& core, Pa root) {
+    if constexpr (kCanHide) {
+      if (!options_.breakpoints.empty()) {
+        VMI_ASSIGN_OR_RETURN(reactor_, utils::Reactor<D>::Create(core));
+        reactor_->OnBreakpoint([this](const auto& hit) {
+          for (const utils::BreakpointSpec& b : hit.breakpoints) {
+            ++summary_.breakpoint_hits;
+            const std::string address = watch_internal::Hex(b.va.value());
+            Line(*context_, "breakpoint", {{"address", address}, {"pa", watch_internal::Hex(hit.pa.value())}},
+                 absl::StrFormat("address=%s pa=%s", address, watch_internal::Hex(hit.pa.value())));
+          }
+        });
+        reactor_->OnUpdate([this](const utils::PageTableUpdate& u) { Paging(u); });
+        // Events that are not the reactor's: write watches, CR3, others.
+        reactor_->OnEvent([this](const VmiEvent<Arch>&) { return Dispatch(*context_); });
+        for (uint64_t va : options_.breakpoints) {
+          absl::StatusOr<utils::BreakpointState> st =
+              reactor_->Insert({.key = 0, .root = root, .va = Va(va), .global = true, .tag = va});
+          if (!st.ok()) return AnnotateStatus(st.status(), absl::StrFormat("breakpoint at %s", watch_internal::Hex(va)));
+          if (*st == utils::BreakpointState::kPending && !options_.pending) {
+            return absl::FailedPreconditionError(absl::StrFormat(
+                "breakpoint at %s: the address does not translate under CR3 %s (not mapped yet? "
+                "--pending arms it when the guest maps it)",
+                watch_internal::Hex(va), root));
+          }
+        }
+      }
+      for (uint64_t va : options_.write_watches) {
+        VMI_ASSIGN_OR_RETURN(Pa pa, core.Translate(AddressContext(Va(va), root)));
+        const Gfn gfn = Amd64::GfnFromPa(pa);
+        VMI_ASSIGN_OR_RETURN(MemoryAccess original, core.GetMemoryAccess(gfn, kDefaultView));
+        watches_.push_back({Va(va), gfn, original, false, std::nullopt, MemoryAccess(), false});
+        VMI_RETURN_IF_ERROR(core.SetMemoryAccess(gfn, kDefaultView, original - MemoryAccess::W()));
+        watches_.back().armed = true;
+        if (reactor_ != nullptr) {
+          const View view = reactor_->view();
+          VMI_ASSIGN_OR_RETURN(MemoryAccess in_view, core.GetMemoryAccess(gfn, view));
+          watches_.back().view = view;
+          watches_.back().original_in_view = in_view;
+          VMI_RETURN_IF_ERROR(core.SetMemoryAccess(gfn, view, in_view - MemoryAccess::W()));
+          watches_.back().armed_in_view = true;
+        }
+      }
+      if (options_.cr3) {
+        VMI_RETURN_IF_ERROR(core.MonitorEnable(amd64::MonitorControlRegister{amd64::ControlRegister::kCr3}));
+      }
+      return absl::OkStatus();
+    } else {
+      return ArmAll(core, root);
+    }
+  }
+
+  // A line for a breakpoint page coming or going (not an event of its own).
+  void Paging(const utils::PageTableUpdate& u) {
+    const bool in = u.kind == utils::PageTableUpdate::Kind::kPageIn;
+    const char* reason = in ? "page-in" : "page-out";
+    nlohmann::json j = {{"vcpu", context_->vcpu().value()},
+                        {"reason", reason},
+                        {"page", watch_internal::Hex(u.ctx.va.value())},
+                        {"pa", watch_internal::Hex(u.pa.value())}};
+    const std::string line =
+        options_.json ? j.dump()
+                      : absl::StrFormat("vcpu=%u %-10s page=%s pa=%s", context_->vcpu().value(), reason,
+                                        watch_internal::Hex(u.ctx.va.value()), watch_internal::Hex(u.pa.value()));
+    summary_.paging.push_back(line);
+    if (options_.out != nullptr) *options_.out << line << std::endl;
+  }
 
   absl::Status ArmAll(VmiCore<D>& core, Pa root) {
     for (uint64_t va : options_.breakpoints) {
@@ -250,6 +366,8 @@ class Handler {
   std::vector<Breakpoint> breakpoints_;
   std::vector<WriteWatch> watches_;
   absl::flat_hash_map<uint16_t, size_t> rearm_;  // vCPU -> breakpoint to re-arm after its step
+  std::unique_ptr<utils::Reactor<D>> reactor_;    // hidden breakpoints
+  VmiContext<D>* context_ = nullptr;              // the event the reactor is handling
   Summary summary_;
   absl::Status cleanup_status_;
 };
@@ -259,7 +377,7 @@ template <VmiFullDriver D>
 absl::StatusOr<Summary> Run(VmiCore<D>& core, const Options& options) {
   if (!options.HasEventSource()) {
     return absl::InvalidArgumentError(
-        "watch: nothing to watch (no breakpoint, write watch or CR3 monitor): no event could ever "
+        "nothing to watch (no breakpoint, write watch or CR3 monitor): no event could ever "
         "come");
   }
   Handler<D> handler(options);

@@ -42,7 +42,7 @@ struct Args {
   std::string out;
   std::string format = "elf";
   std::vector<std::string> breaks, writes;
-  bool cr3 = false;
+  bool cr3 = false, pending = false, int3 = false;
   uint64_t count = 0;
   std::string duration;
   std::string paging;
@@ -142,6 +142,8 @@ int Run(VmiCore<D>& core, const TargetInfo& target, const std::string& command, 
       w.write_watches.push_back(*v);
     }
     w.cr3 = a.cr3;
+    w.pending = a.pending;
+    w.hidden = !a.int3;
     if (a.count) w.count = a.count;
     if (!a.duration.empty()) {
       absl::Duration d;
@@ -200,7 +202,11 @@ int main(int argc, char** argv) {
   dump->add_option("out", a.out, "output file")->required();
   dump->add_option("--format", a.format, "raw|lime|elf|xen (default elf)");
   auto* watch = app.add_subcommand("watch", "breakpoints, write watches and CR3 writes, one line per event");
-  watch->add_option("--break", a.breaks, "breakpoint at a virtual address (repeatable)");
+  watch->add_option("--break", a.breaks,
+                    "breakpoint at a virtual address (repeatable); hidden from the guest in a shadow page");
+  watch->add_flag("--pending", a.pending,
+                  "accept --break addresses that are not mapped yet: armed when the guest maps them");
+  watch->add_flag("--int3", a.int3, "write the INT3 into guest memory instead of hiding it");
   watch->add_option("--write", a.writes, "watch writes to the page of a virtual address (repeatable)");
   watch->add_flag("--cr3", a.cr3, "report CR3 writes");
   watch->add_option("--count", a.count, "stop after N events");

@@ -54,6 +54,12 @@ assert sum(l["reason"] == "breakpoint" for l in lines) == 8
 assert sum(l["reason"] == "cr-write" for l in lines) == 1
 ' "$TMP/watch.jsonl"
 
+# watch: breakpoints are hidden in a shadow page by default (the line names
+# the guest frame the INT3 came from); --int3 writes it into guest memory.
+"$VMI" watch --break 0xffffffff8000002c --count 2 >"$TMP/watch_hidden.txt"
+check "watch: hidden breakpoints hit" test "$(grep -c 'breakpoint rip=0xffffffff8000002c address=0xffffffff8000002c pa=0x' "$TMP/watch_hidden.txt")" -eq 2
+"$VMI" watch --int3 --break 0xffffffff8000002c --count 2 >"$TMP/watch_int3.txt"
+check "watch --int3: INT3 in guest memory" bash -c "test \$(grep -c 'breakpoint rip=0xffffffff8000002c' '$TMP/watch_int3.txt') -eq 2 && ! grep -q pa= '$TMP/watch_int3.txt'"
 # dump from the simulator, then read it back as a dump target.
 check "dump elf" "$VMI" dump "$TMP/g.elf" --format elf
 check "dump is atomic (no .partial left)" test ! -e "$TMP/g.elf.partial"
@@ -95,6 +101,11 @@ expect_rc "watch needs a full driver" 4 "$VMI" -t "dump:$TMP/g.elf" watch --cr3 
 expect_rc "watch with nothing to watch" 2 timeout 20 "$VMI" -t sim:loop_call watch --count 5
 check "  ... names the options" grep -q -- "--break VA, --write VA or --cr3" "$TMP/err"
 expect_rc "watch with nothing to watch, no count" 2 timeout 20 "$VMI" watch
+# An address that is not mapped: refused, unless --pending arms it later.
+expect_rc "watch --break on an unmapped address" 1 "$VMI" watch --break 0x7000000000 --count 1
+check "  ... suggests --pending" grep -q -- "does not translate under CR3 .* --pending arms it" "$TMP/err"
+check "  ... says it once" bash -c "! grep -q 'watch: watch:' '$TMP/err'"
+check "watch --pending accepts it" bash -c "timeout 20 '$VMI' watch --break 0x7000000000 --pending --for 1s 2>&1 | grep -q '0 events'"
 # A dump without registers: translate names the CLI's own option.
 expect_rc "translate without registers or --root" 1 "$VMI" -t "dump:$TMP/g.lime" translate 0xffffffff80000000
 check "  ... names --root" grep -q -- "--root" "$TMP/err"
