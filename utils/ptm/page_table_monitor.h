@@ -9,7 +9,9 @@
 // entry that was not present. The protection is read-only with
 // MemoryAccessOptions::IgnorePageWalkUpdates, so the CPU's own accessed /
 // dirty updates during a walk do not raise events (Xen: r_pw) while guest
-// instructions writing an entry raise a write violation. The event loop
+// instructions writing an entry raise a write violation (a driver that
+// cannot express the option gets plain read-only frames, see
+// ignores_page_walk_updates()). The event loop
 // (utils/reactor) then:
 //   1. MarkDirty(vcpu, view, gpa): records the watched entries the write
 //      may touch, per vCPU;
@@ -185,6 +187,15 @@ class PageTableMonitor {
   }
 
   // Whether `gfn` is protected by the monitor in `view`.
+  // Whether the driver lets the CPU's own page-walk updates through the
+  // protected frames (MemoryAccessOptions::IgnorePageWalkUpdates, Xen's
+  // r_pw). A driver that cannot express the option (Xen 4.17: Unimplemented)
+  // gets plain read-only frames instead: a walk that sets an accessed or
+  // dirty bit in a watched table is then a write violation too, which the
+  // event loop handles like a guest write (step, re-read: nothing changed).
+  // False from the first refusal on.
+  bool ignores_page_walk_updates() const { return ignore_pw_; }
+
   bool IsMonitoredFrame(View view, Gfn gfn) const {
     return frames_.contains(FrameKey{view.value(), gfn.value()});
   }
@@ -338,6 +349,16 @@ class PageTableMonitor {
     }
     return absl::OkStatus();
   }
+  absl::Status Protect(Gfn gfn, View view) {
+    if (ignore_pw_) {
+      absl::Status s = core_.SetMemoryAccessWithOptions(gfn, view, kProtectedAccess,
+                                                        MemoryAccessOptions::IgnorePageWalkUpdates());
+      if (!absl::IsUnimplemented(s)) return s;
+      ignore_pw_ = false;
+    }
+    return core_.SetMemoryAccessWithOptions(gfn, view, kProtectedAccess, MemoryAccessOptions::None());
+  }
+
   void Unreference(const WatchKey& key, const Watch& watch, uint8_t from) {
     for (uint8_t i = from; i < watch.count; ++i) UnreferenceEntry(key, watch.view, watch.entries[i]);
   }
@@ -354,8 +375,7 @@ class PageTableMonitor {
       } else {
         const Gfn gfn(fk.gfn);
         VMI_ASSIGN_OR_RETURN(auto access, core_.GetMemoryAccessWithOptions(gfn, view));
-        VMI_RETURN_IF_ERROR(core_.SetMemoryAccessWithOptions(gfn, view, kProtectedAccess,
-                                                             MemoryAccessOptions::IgnorePageWalkUpdates()));
+        VMI_RETURN_IF_ERROR(Protect(gfn, view));
         fit = frames_.emplace(fk, Frame{0, access.first, access.second}).first;
       }
     }
@@ -441,6 +461,7 @@ class PageTableMonitor {
   }
 
   VmiCore<D>& core_;
+  bool ignore_pw_ = true;  // see ignores_page_walk_updates()
   absl::flat_hash_map<WatchKey, Watch> watches_;
   absl::flat_hash_map<uint64_t, Entry> entries_;  // by entry guest-physical address
   absl::flat_hash_map<FrameKey, Frame> frames_;

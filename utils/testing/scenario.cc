@@ -79,6 +79,7 @@ absl::StatusOr<Scenario> BootScenario(absl::string_view program, const ScenarioO
   sim::MachineOptions m;
   m.ram_size = options.ram_size;
   m.vcpu_count = options.vcpus;
+  m.shared_ram = options.shared_ram;
   VMI_ASSIGN_OR_RETURN(std::unique_ptr<sim::Machine> machine, sim::Machine::Create(m));
   sim::StandardGuest g;
   g.builder = std::make_unique<sim::GuestBuilder>(machine.get());
@@ -89,12 +90,16 @@ absl::StatusOr<Scenario> BootScenario(absl::string_view program, const ScenarioO
     VMI_ASSIGN_OR_RETURN(Va top, g.builder->MapStack(*g.space, Va(sim::kStackTopVa - i * 0x10000ull), 4));
     VMI_RETURN_IF_ERROR(g.builder->StartVcpu(VcpuId(i), *g.space, g.program.entry(), top));
   }
+  Scenario s;
+  s.guest = std::move(g);
+  if (options.bare_machine) {
+    s.bare_machine = std::move(machine);
+    return s;
+  }
   sim::SimDriverOptions o;
   o.wait_instructions = options.wait_instructions;
   VMI_ASSIGN_OR_RETURN(sim::SimDriver d, sim::SimDriver::Create(std::move(machine), o));
-  Scenario s;
   s.driver = std::make_unique<sim::SimDriver>(std::move(d));
-  s.guest = std::move(g);
   return s;
 }
 

@@ -34,9 +34,12 @@ absl::StatusOr<const sim::GuestProgram*> ScenarioProgram(absl::string_view name)
 // address space, loaded program) stays usable for further setup.
 struct Scenario {
   std::unique_ptr<sim::SimDriver> driver;
+  // Instead of `driver` when ScenarioOptions::bare_machine: the machine, for
+  // another driver to own (XenDriver over SimulatedXen).
+  std::unique_ptr<sim::Machine> bare_machine;
   sim::StandardGuest guest;
 
-  sim::Machine& machine() { return driver->machine(); }
+  sim::Machine& machine() { return driver != nullptr ? driver->machine() : *bare_machine; }
   Pa root() const { return guest.space->root(); }
   absl::StatusOr<Va> Symbol(absl::string_view name) const { return guest.program.Symbol(name); }
   absl::StatusOr<Pa> SymbolPa(absl::string_view name) const { return guest.program.SymbolPa(name); }
@@ -51,6 +54,10 @@ struct ScenarioOptions {
   uint16_t vcpus = 1;
   int paging_levels = 4;
   uint64_t wait_instructions = 20'000'000;
+  // RAM in a memfd (MachineOptions::shared_ram), as SimulatedXen needs.
+  bool shared_ram = false;
+  // Leave the machine in Scenario::bare_machine, with no SimDriver.
+  bool bare_machine = false;
 };
 
 // The program in the standard guest (system tables, the program at
