@@ -19,7 +19,7 @@
 #include "drivers/sim/sim_driver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "watch/watch.h"
+#include "utils/watch/watch.h"
 
 namespace vmi {
 namespace {

@@ -18,7 +18,7 @@
 #include "drivers/sim/sim_driver.h"
 #include "tools/vmi/commands.h"
 #include "sim/demo_guest.h"
-#include "watch/watch.h"
+#include "utils/watch/watch.h"
 
 namespace vmi::cli {
 

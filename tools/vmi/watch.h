@@ -1,4 +1,4 @@
-// `vmi watch`: the watch library (watch/watch.h) behind the command line:
+// `vmi watch`: the watch library (utils/watch/watch.h) behind the command line:
 // per-event lines on stdout, the summary on stderr, the CLI's exit codes.
 //
 // Thread-safety: single-threaded.
@@ -10,7 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "core/vmi_core.h"
 #include "tools/vmi/commands.h"
-#include "watch/watch.h"
+#include "utils/watch/watch.h"
 
 namespace vmi::cli {
 

@@ -25,8 +25,8 @@
 // Thread-safety: single-threaded; the interrupt flag may be set from a
 // signal handler.
 
-#ifndef VMI_WATCH_WATCH_H_
-#define VMI_WATCH_WATCH_H_
+#ifndef VMI_UTILS_WATCH_WATCH_H_
+#define VMI_UTILS_WATCH_WATCH_H_
 
 #include <atomic>
 #include <memory>
@@ -396,4 +396,4 @@ absl::StatusOr<Summary> Run(VmiCore<D>& core, const Options& options) {
 
 }  // namespace vmi::watch
 
-#endif  // VMI_WATCH_WATCH_H_
+#endif  // VMI_UTILS_WATCH_WATCH_H_
