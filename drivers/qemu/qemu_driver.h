@@ -17,7 +17,9 @@
 // VmiEventControl and VmiVmControl; no second-level permissions and no
 // views (pinned below). Of VmiVmControl, frame allocation is Unimplemented
 // (QEMU's RAM is a fixed backend) and InjectInterrupt takes NMIs only (QMP's
-// inject-nmi, which QEMU delivers to every vCPU; other interrupts are
+// inject-nmi, which QEMU raises on the LINT1 pin of every vCPU's local APIC,
+// whichever vCPU is named, so each vCPU takes it as its guest configured
+// LINT1: Linux unmasks it on the boot CPU only; other interrupts are
 // Unimplemented). Errors follow the driver contract in core/driver.h.
 //
 // Events come from the stub: MonitorBreakpoint (stops before the
