@@ -105,6 +105,8 @@ expect_rc "watch with nothing to watch, no count" 2 timeout 20 "$VMI" watch
 expect_rc "watch --break on an unmapped address" 1 "$VMI" watch --break 0x7000000000 --count 1
 check "  ... suggests --pending" grep -q -- "does not translate under CR3 .* --pending arms it" "$TMP/err"
 check "  ... says it once" bash -c "! grep -q 'watch: watch:' '$TMP/err'"
+expect_rc "watch --pending with --int3" 1 "$VMI" watch --int3 --pending --break 0x7000000000 --count 1
+check "  ... says why" grep -q -- "drop --int3" "$TMP/err"
 check "watch --pending accepts it" bash -c "timeout 20 '$VMI' watch --break 0x7000000000 --pending --for 1s 2>&1 | grep -q '0 events'"
 # A dump without registers: translate names the CLI's own option.
 expect_rc "translate without registers or --root" 1 "$VMI" -t "dump:$TMP/g.lime" translate 0xffffffff80000000

@@ -99,6 +99,12 @@ class Handler {
     VMI_ASSIGN_OR_RETURN(amd64::Registers regs, core.GetRegisters(VcpuId(0)));
     core.SetPagingMode(Amd64::PagingModeOf(regs));
     const Pa root = Amd64::TranslationRoot(regs);
+    if (options_.pending && !(kCanHide && options_.hidden)) {
+      return absl::InvalidArgumentError(
+          kCanHide ? "pending breakpoints are hidden ones: they cannot be INT3s in guest memory (drop --int3)"
+                   : "pending breakpoints need a target with views and memory permissions (hidden "
+                     "breakpoints); this one has none");
+    }
     absl::Status status = kCanHide && options_.hidden ? ArmHidden(core, root) : ArmAll(core, root);
     if (!status.ok()) {
       absl::Status undo = Disarm(core);
