@@ -36,7 +36,7 @@ using qemu_internal::StopReply;
 
 namespace {
 
-constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kPageSize = Amd64::kPageSize;
 
 // The shared mapping of the RAM file; pages handed out keep it alive.
 struct Mapping {

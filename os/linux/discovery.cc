@@ -24,7 +24,7 @@ using os_linux_internal::FindPattern;
 using os_linux_internal::kNotFound;
 
 constexpr absl::string_view kPattern = "OSRELEASE=";
-constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kPageSize = Amd64::kPageSize;
 constexpr size_t kMaxRejectionsQuoted = 4;
 constexpr size_t kMaxBannerLength = 512;
 
@@ -282,7 +282,7 @@ using os_linux::VmcoreInfo;
 
 absl::Status ScanPhysicalMemory(GuestMemory& memory, absl::string_view pattern, ScanStats* stats,
                                 absl::FunctionRef<absl::StatusOr<bool>(uint64_t pa)> on_match) {
-  constexpr uint64_t kPageSize = 4096;
+  constexpr uint64_t kPageSize = Amd64::kPageSize;
   const size_t k = pattern.size();
   if (k < 2 || k > 64) {
     return absl::InvalidArgumentError(
@@ -348,7 +348,7 @@ absl::Status ScanPhysicalMemory(GuestMemory& memory, absl::string_view pattern, 
 }
 
 absl::Status CheckVmcoreinfo(const VmcoreInfo& info, GuestMemory& memory, LinuxKernel* kernel) {
-  constexpr uint64_t kPageSize = 4096;
+  constexpr uint64_t kPageSize = Amd64::kPageSize;
   // struct new_utsname (uapi): sysname[65], nodename[65], release[65], ...
   constexpr uint64_t kUtsReleaseOffset = 130;
   constexpr size_t kUtsFieldLength = 65;

@@ -5,11 +5,12 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "arch/amd64/amd64.h"
 #include "core/error.h"
 
 namespace vmi::os_linux {
 namespace {
-constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kPageSize = Amd64::kPageSize;
 }  // namespace
 
 absl::StatusOr<uint64_t> KernelAccess::Unsigned(uint64_t va, uint64_t size) const {
