@@ -136,6 +136,13 @@ struct QemuDriver::State {
 
   absl::flat_hash_set<uint64_t> breakpoints;
   std::vector<amd64::MonitorWatchpoint> watchpoints;
+  // Whether an enabled watchpoint covers the address a watch stop names.
+  bool WatchpointCovers(uint64_t address) const {
+    for (const amd64::MonitorWatchpoint& w : watchpoints) {
+      if (address >= w.address.value() && address - w.address.value() < w.length) return true;
+    }
+    return false;
+  }
   bool singlestep_monitor = false;
   absl::flat_hash_set<int> stepping;
   absl::Duration overhead;
@@ -778,7 +785,7 @@ absl::Status QemuDriver::WaitForEvent(absl::Duration timeout, Handler handler) {
     s.stopped_vcpu = vcpu;
 
     std::optional<amd64::EventReason> reason;
-    if (r.watch != StopReply::Watch::kNone) {
+    if (r.watch != StopReply::Watch::kNone && s.WatchpointCovers(r.watch_address)) {
       const MemoryAccess access = r.watch == StopReply::Watch::kWrite  ? MemoryAccess::W()
                                   : r.watch == StopReply::Watch::kRead ? MemoryAccess::R()
                                                                        : MemoryAccess::RW();
@@ -790,8 +797,9 @@ absl::Status QemuDriver::WaitForEvent(absl::Duration timeout, Handler handler) {
       reason = amd64::SingleStepEvent{};
     }
     if (!reason) {
-      // A stop that is no event of ours (a removed breakpoint, a stray
-      // interrupt): let the guest go on.
+      // A stop that is no event of ours (a removed breakpoint or watchpoint:
+      // a hit that raced with its removal, kept while the guest was stopped
+      // for it; a stray interrupt): let the guest go on.
       s.overhead += absl::Now() - t0;
       if (absl::Now() >= deadline) {
         VMI_RETURN_IF_ERROR(s.ContinueGuest());
