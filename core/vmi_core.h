@@ -223,35 +223,65 @@ class VmiCore {
   }
 
   // A virtual read within one page that hits the TLB is inlined into the
-  // caller: one probe and the copy. Everything else is out of line.
+  // caller: one probe and the copy. Everything else is out of line. The
+  // AddressContext overloads are the virtual reads' own: the address and
+  // root stay in registers, and the out-of-line path takes them by value (an
+  // AccessContext's variant had to be stored for the out-of-line path to take
+  // it by reference, and the probe then waited on reloading the root).
   template <typename T>
     requires VmiRead<Driver> && std::is_trivially_copyable_v<T>
-  [[gnu::always_inline]] FaultOr<T> ReadStruct(const AccessContext& ctx) {
-    const uint64_t offset = ctx.address & (kPageSize - 1);
-    if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism);
-        paging != nullptr && offset + sizeof(T) <= kPageSize) [[likely]] {
-      if (const uint8_t* page = tlb_.Find(paging->root, Va(ctx.address))) [[likely]] {
+  [[gnu::always_inline]] FaultOr<T> ReadStruct(const AddressContext& ctx) {
+    if (FitsInPage<T>(ctx.va.value())) [[likely]] {
+      if (const uint8_t* page = tlb_.Find(ctx.root, ctx.va)) [[likely]] {
         T value;
-        std::memcpy(&value, page + offset, sizeof(T));
+        std::memcpy(&value, page + (ctx.va.value() & (kPageSize - 1)), sizeof(T));
         return value;
       }
     }
-    return ReadStructSlow<T>(ctx);
+    return ReadVirtualSlow<T>(ctx);
+  }
+  template <typename T>
+    requires VmiRead<Driver> && std::is_trivially_copyable_v<T>
+  [[gnu::always_inline]] FaultOr<T> ReadStruct(const AccessContext& ctx) {
+    if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism)) [[likely]] {
+      return ReadStruct<T>(AddressContext(Va(ctx.address), paging->root));
+    }
+    return ReadPhysicalSlow<T>(ctx);
+  }
+  [[gnu::always_inline]] FaultOr<uint8_t> ReadU8(const AddressContext& ctx)
+    requires VmiRead<Driver>
+  {
+    return ReadStruct<uint8_t>(ctx);
   }
   [[gnu::always_inline]] FaultOr<uint8_t> ReadU8(const AccessContext& ctx)
     requires VmiRead<Driver>
   {
     return ReadStruct<uint8_t>(ctx);
   }
+  [[gnu::always_inline]] FaultOr<uint16_t> ReadU16(const AddressContext& ctx)
+    requires VmiRead<Driver>
+  {
+    return ReadStruct<uint16_t>(ctx);
+  }
   [[gnu::always_inline]] FaultOr<uint16_t> ReadU16(const AccessContext& ctx)
     requires VmiRead<Driver>
   {
     return ReadStruct<uint16_t>(ctx);
   }
+  [[gnu::always_inline]] FaultOr<uint32_t> ReadU32(const AddressContext& ctx)
+    requires VmiRead<Driver>
+  {
+    return ReadStruct<uint32_t>(ctx);
+  }
   [[gnu::always_inline]] FaultOr<uint32_t> ReadU32(const AccessContext& ctx)
     requires VmiRead<Driver>
   {
     return ReadStruct<uint32_t>(ctx);
+  }
+  [[gnu::always_inline]] FaultOr<uint64_t> ReadU64(const AddressContext& ctx)
+    requires VmiRead<Driver>
+  {
+    return ReadStruct<uint64_t>(ctx);
   }
   [[gnu::always_inline]] FaultOr<uint64_t> ReadU64(const AccessContext& ctx)
     requires VmiRead<Driver>
@@ -577,20 +607,32 @@ class VmiCore {
     return t.pa;
   }
 
-  // ReadStruct past the inlined TLB probe (which, for a virtual single-page
-  // read, has already missed).
+  // Whether a T at `address` lies within one page.
   template <typename T>
-  [[gnu::noinline]] FaultOr<T> ReadStructSlow(const AccessContext& ctx) {
+  static constexpr bool FitsInPage(uint64_t address) {
+    return sizeof(T) <= kPageSize && (address & (kPageSize - 1)) <= kPageSize - sizeof(T);
+  }
+
+  // ReadStruct of a virtual address past the inlined TLB probe.
+  template <typename T>
+  [[gnu::noinline]] FaultOr<T> ReadVirtualSlow(AddressContext ctx) {
     T value;
-    const uint64_t offset = ctx.address & (kPageSize - 1);
-    if (offset + sizeof(T) <= kPageSize) {
-      const uint8_t* src;
-      if (const Paging* paging = std::get_if<Paging>(&ctx.mechanism)) {
-        VMI_FAULT_ASSIGN_OR_RETURN(
-            src, PageBytesAfterTlbMiss(AddressContext(Va(ctx.address), paging->root)));
-      } else {
-        VMI_FAULT_ASSIGN_OR_RETURN(src, PageBytes(ctx, ctx.address));
-      }
+    if (FitsInPage<T>(ctx.va.value())) {
+      VMI_FAULT_ASSIGN_OR_RETURN(const uint8_t* src, PageBytesAfterTlbMiss(ctx));
+      std::memcpy(&value, src, sizeof(T));
+      return value;
+    }
+    VMI_FAULT_RETURN_IF_ERROR(
+        Read(AccessContext(ctx), absl::MakeSpan(reinterpret_cast<uint8_t*>(&value), sizeof(T))));
+    return value;
+  }
+
+  // ReadStruct of a physical address.
+  template <typename T>
+  [[gnu::noinline]] FaultOr<T> ReadPhysicalSlow(const AccessContext& ctx) {
+    T value;
+    if (FitsInPage<T>(ctx.address)) {
+      VMI_FAULT_ASSIGN_OR_RETURN(const uint8_t* src, PageBytes(ctx, ctx.address));
       std::memcpy(&value, src, sizeof(T));
       return value;
     }

@@ -19,7 +19,7 @@ PagePermissions UnpackPermissions(uint8_t bits) {
 
 }  // namespace
 
-alignas(64) SoftTlb::Entry SoftTlb::kEmptySets[2 * kWays] = {};
+SoftTlb::Set SoftTlb::kEmptySets[2] = {};
 
 SoftTlb::SoftTlb(size_t entries)
     : sets_(kEmptySets), set_shift_(63), entries_(0), enabled_(entries != 0) {
@@ -33,12 +33,13 @@ SoftTlb::~SoftTlb() {
 bool SoftTlb::Allocate() {
   if (allocated_) return true;
   // Anonymous memory is zero (every entry empty) and costs a page fault only
-  // where a set is first written.
+  // where a set is first written; it is page-aligned, so each set is two
+  // whole cache lines.
   void* p = mmap(nullptr, MappedBytes(), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return false;  // the TLB stays empty: reads take the caches' path
-  sets_ = static_cast<Entry*>(p);
-  gfns_ = reinterpret_cast<Gfn*>(sets_ + entries_);
+  sets_ = static_cast<Set*>(p);
+  gfns_ = reinterpret_cast<Gfn*>(sets_ + entries_ / kWays);
   filter_ = reinterpret_cast<uint32_t*>(gfns_ + entries_);
   set_shift_ = 64 - std::countr_zero(entries_ / kWays);
   allocated_ = true;
@@ -47,82 +48,86 @@ bool SoftTlb::Allocate() {
 
 void SoftTlb::Insert(Pa root, Va va, Gfn gfn, const uint8_t* page, PagePermissions permissions) {
   if (!enabled_ || page == nullptr || !Allocate()) return;
-  const uint64_t vpn1 = (va.value() >> kPageShift) + 1;
-  Entry* set = SetOf(root.value(), vpn1);
+  const uint64_t key = KeyOf(root.value(), va.value());
+  Set& set = SetOf(key);
+  // The way holding the key (the same page, or another root's page whose key
+  // collides: a set holds each key once), else a free way, else round robin.
   int way = -1;
   for (int w = 0; w < kWays && way < 0; ++w) {
-    if (set[w].vpn1 == vpn1 && set[w].root == root.value()) way = w;
+    if (set.keys[w] == key) way = w;
   }
   for (int w = 0; w < kWays && way < 0; ++w) {
-    if (set[w].vpn1 == 0) way = w;
+    if (set.keys[w] == 0) way = w;
   }
-  if (way < 0) {  // a full set: round robin
-    way = set[0].victim;
-    set[0].victim = static_cast<uint8_t>((way + 1) % kWays);
+  if (way < 0) {
+    way = set.victim;
+    set.victim = static_cast<uint8_t>((way + 1) % kWays);
     ++stats_.evictions;
   }
-  const uint32_t index = static_cast<uint32_t>(set + way - sets_);
-  if (set[way].vpn1 != 0) Drop(index);
-  Entry& e = set[way];
-  e.vpn1 = vpn1;
-  e.root = root.value();
-  e.page = page;
-  e.permissions = PackPermissions(permissions);
-  e.refs = 0;
+  const uint32_t index = IndexOf(static_cast<uint32_t>(&set - sets_), way);
+  if (set.keys[way] != 0) Drop(index);
+  set.keys[way] = key;
+  set.pages[way] = page;
+  set.roots[way] = root.value();
+  set.permissions[way] = PackPermissions(permissions);
+  set.refs[way] = 0;
   gfns_[index] = gfn;
   ++FilterOf(gfn);
   uint32_t& head = heads_[gfn];
-  e.next = head;
+  set.next[way] = head;
   head = index + 1;
   ++size_;
   ++stats_.inserts;
 }
 
 bool SoftTlb::Peek(Pa root, Va va, View* out) const {
-  const uint64_t vpn1 = (va.value() >> kPageShift) + 1;
-  const Entry* set = SetOf(root.value(), vpn1);
-  for (int w = 0; w < kWays; ++w) {
-    if (set[w].vpn1 == vpn1 && set[w].root == root.value()) {
-      if (out != nullptr) {
-        *out = {set[w].page, gfns_[set + w - sets_], UnpackPermissions(set[w].permissions)};
-      }
-      return true;
-    }
+  const uint64_t key = KeyOf(root.value(), va.value());
+  const Set& set = SetOf(key);
+  const int w = WayOf(set, key, root.value());
+  if (w < 0) return false;
+  if (out != nullptr) {
+    *out = {set.pages[w], gfns_[IndexOf(static_cast<uint32_t>(&set - sets_), w)],
+            UnpackPermissions(set.permissions[w])};
   }
-  return false;
+  return true;
 }
 
 void SoftTlb::Unlink(uint32_t index) {
   auto it = heads_.find(gfns_[index]);
   if (it == heads_.end()) return;  // cannot happen: every entry is on its frame's chain
   uint32_t* link = &it->second;
-  while (*link != 0 && *link != index + 1) link = &sets_[*link - 1].next;
-  if (*link == index + 1) *link = sets_[index].next;
+  while (*link != 0 && *link != index + 1) link = &SetOfIndex(*link - 1).next[(*link - 1) % kWays];
+  if (*link == index + 1) *link = SetOfIndex(index).next[index % kWays];
   if (it->second == 0) heads_.erase(it);
+}
+
+void SoftTlb::Empty(uint32_t index) {
+  Set& set = SetOfIndex(index);
+  const unsigned w = index % kWays;
+  set.keys[w] = 0;
+  set.pages[w] = nullptr;
+  set.roots[w] = 0;
+  set.next[w] = 0;
+  set.permissions[w] = 0;
+  set.refs[w] = 0;
 }
 
 void SoftTlb::Drop(uint32_t index) {
   Unlink(index);
   --FilterOf(gfns_[index]);
-  Entry& e = sets_[index];
-  const uint8_t victim = e.victim;  // belongs to the set, not the entry
-  e = Entry{};
-  e.victim = victim;
+  Empty(index);
   --size_;
 }
 
 size_t SoftTlb::EraseKey(uint64_t root, uint64_t vpn) {
   if (size_ == 0) return 0;
-  const uint64_t vpn1 = vpn + 1;
-  Entry* set = SetOf(root, vpn1);
-  for (int w = 0; w < kWays; ++w) {
-    if (set[w].vpn1 == vpn1 && set[w].root == root) {
-      Drop(static_cast<uint32_t>(set + w - sets_));
-      ++stats_.invalidations;
-      return 1;
-    }
-  }
-  return 0;
+  const uint64_t key = KeyOf(root, vpn << kPageShift);
+  Set& set = SetOf(key);
+  const int w = WayOf(set, key, root);
+  if (w < 0) return 0;
+  Drop(IndexOf(static_cast<uint32_t>(&set - sets_), w));
+  ++stats_.invalidations;
+  return 1;
 }
 
 size_t SoftTlb::EraseGfn(Gfn gfn) {
@@ -131,11 +136,9 @@ size_t SoftTlb::EraseGfn(Gfn gfn) {
   if (it == heads_.end()) return 0;
   size_t n = 0;
   for (uint32_t i = it->second; i != 0;) {
-    Entry& e = sets_[i - 1];
-    i = e.next;
-    const uint8_t victim = e.victim;
-    e = Entry{};
-    e.victim = victim;
+    const uint32_t index = i - 1;
+    i = SetOfIndex(index).next[index % kWays];
+    Empty(index);
     ++n;
   }
   heads_.erase(it);
@@ -149,12 +152,10 @@ void SoftTlb::Clear() {
   if (size_ == 0) return;
   for (const auto& [gfn, head] : heads_) {
     for (uint32_t i = head; i != 0;) {
-      Entry& e = sets_[i - 1];
+      const uint32_t index = i - 1;
       --FilterOf(gfn);
-      i = e.next;
-      const uint8_t victim = e.victim;
-      e = Entry{};
-      e.victim = victim;
+      i = SetOfIndex(index).next[index % kWays];
+      Empty(index);
     }
   }
   heads_.clear();
@@ -163,16 +164,13 @@ void SoftTlb::Clear() {
 
 bool SoftTlb::TakeReference(uint64_t root, uint64_t vpn, uint8_t bit) {
   if (size_ == 0) return false;
-  const uint64_t vpn1 = vpn + 1;
-  Entry* set = SetOf(root, vpn1);
-  for (int w = 0; w < kWays; ++w) {
-    if (set[w].vpn1 == vpn1 && set[w].root == root) {
-      const bool used = (set[w].refs & bit) != 0;
-      set[w].refs &= static_cast<uint8_t>(~bit);
-      return used;
-    }
-  }
-  return false;
+  const uint64_t key = KeyOf(root, vpn << kPageShift);
+  Set& set = SetOf(key);
+  const int w = WayOf(set, key, root);
+  if (w < 0) return false;
+  const bool used = (set.refs[w] & bit) != 0;
+  set.refs[w] &= static_cast<uint8_t>(~bit);
+  return used;
 }
 
 bool SoftTlb::TakeGfnReference(Gfn gfn, uint8_t bit) {
@@ -180,9 +178,13 @@ bool SoftTlb::TakeGfnReference(Gfn gfn, uint8_t bit) {
   auto it = heads_.find(gfn);
   if (it == heads_.end()) return false;
   bool used = false;
-  for (uint32_t i = it->second; i != 0; i = sets_[i - 1].next) {
-    used |= (sets_[i - 1].refs & bit) != 0;
-    sets_[i - 1].refs &= static_cast<uint8_t>(~bit);
+  for (uint32_t i = it->second; i != 0;) {
+    const uint32_t index = i - 1;
+    Set& set = SetOfIndex(index);
+    const unsigned w = index % kWays;
+    used |= (set.refs[w] & bit) != 0;
+    set.refs[w] &= static_cast<uint8_t>(~bit);
+    i = set.next[w];
   }
   return used;
 }

@@ -43,6 +43,29 @@ TEST(SoftTlbTest, PageZeroAndTheTopPageAreOrdinaryKeys) {
   EXPECT_EQ(tlb.Find(Pa(0), Va(0xffffffffffffffff)), PageOf(2));
 }
 
+// A lookup compares a key that folds the root into the page number, and then
+// the root: pages of two roots whose keys are equal (here roots 0x1000 and
+// 0x2000, pages 2^44 and 2^45 apart in both directions) must never be
+// returned for one another. They share a set, so the later fill replaces the
+// earlier one.
+TEST(SoftTlbTest, KeysThatCollideAcrossRootsNeverAlias) {
+  SoftTlb tlb(16);
+  const Va a(0x5000), b(0x5000 ^ (uint64_t{3} << 44));
+  tlb.Insert(kRootA, a, Gfn(7), PageOf(7), kRw);
+  EXPECT_EQ(tlb.Find(kRootB, b), nullptr);
+  tlb.Insert(kRootB, b, Gfn(8), PageOf(8), kRw);
+  EXPECT_EQ(tlb.size(), 1u);
+  EXPECT_EQ(tlb.Find(kRootA, a), nullptr);
+  EXPECT_EQ(tlb.Find(kRootB, b), PageOf(8));
+  EXPECT_FALSE(tlb.Peek(kRootA, a));
+  EXPECT_EQ(tlb.Erase(kRootA, a), 0u);
+  EXPECT_FALSE(tlb.TakeReference(kRootA.value(), a.value() >> 12, SoftTlb::kV2pRef));
+  EXPECT_EQ(tlb.EraseGfn(Gfn(7)), 0u);
+  EXPECT_EQ(tlb.Erase(kRootB, b), 1u);
+  EXPECT_EQ(tlb.size(), 0u);
+  EXPECT_EQ(tlb.Find(kRootB, b), nullptr);
+}
+
 TEST(SoftTlbTest, EraseByKeyAndByFrame) {
   SoftTlb tlb(64);
   // Frame 7 mapped at three virtual pages in two address spaces.
