@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "core/vmi_core.h"
+#include "benchmarks/sim_baselines.h"
 #include "drivers/sim/sim_driver.h"
 #include "sim/demo_guest.h"
 
@@ -24,26 +25,9 @@ namespace {
 
 using sim::SimDriver;
 
-SimDriver BootLoop() {
-  sim::MachineOptions m;
-  m.ram_size = 16 << 20;
-  sim::SimDriverOptions o;
-  o.wait_instructions = 50'000'000;
-  SimDriver d = *SimDriver::Boot("loop_call", m, {}, o);
-  amd64::Registers regs = *d.Registers(VcpuId(0));
-  regs.rdi = uint64_t{1} << 62;  // loop (practically) forever
-  (void)d.SetRegisters(VcpuId(0), regs);
-  return d;
-}
+using bench::BootLoop;
 
-void BM_Memcpy8(benchmark::State& state) {
-  std::vector<uint8_t> src(4096, 1);
-  uint64_t v = 0;
-  for (auto _ : state) {
-    std::memcpy(&v, src.data() + (v & 0xff8), 8);
-    benchmark::DoNotOptimize(v);
-  }
-}
+void BM_Memcpy8(benchmark::State& state) { bench::Memcpy8(state); }
 BENCHMARK(BM_Memcpy8);
 
 void BM_Memcpy4K(benchmark::State& state) {
@@ -56,26 +40,7 @@ void BM_Memcpy4K(benchmark::State& state) {
 }
 BENCHMARK(BM_Memcpy4K);
 
-void BM_SimBreakpointRoundTrip(benchmark::State& state) {
-  SimDriver d = BootLoop();
-  const Va func = *d.guest()->program.Symbol("func");
-  const Pa pa = *d.guest()->space->Translate(func);
-  const uint8_t int3 = 0xcc;
-  (void)d.WritePage(Gfn(pa.value() >> 12), pa.value() & 0xfff, absl::MakeConstSpan(&int3, 1));
-  (void)d.MonitorEnable(amd64::MonitorInterrupt{3});
-  // func is `48 ff c3 c3` (inc %rbx; ret); the INT3 replaces the REX byte, so
-  // resuming one byte later executes `inc %ebx; ret`: the breakpoint stays armed.
-  auto handler = [](const VmiEvent<Amd64>& e) {
-    amd64::GpRegisters gp = e.registers.gp();
-    gp.rip += 1;
-    return VmiEventResponse<Amd64>::Continue().WithRegisters(gp);
-  };
-  for (auto _ : state) {
-    absl::Status s = d.WaitForEvent(absl::Seconds(1), handler);
-    if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
-  }
-  state.SetItemsProcessed(state.iterations());
-}
+void BM_SimBreakpointRoundTrip(benchmark::State& state) { bench::SimBreakpointRoundTrip(state); }
 BENCHMARK(BM_SimBreakpointRoundTrip);
 
 void BM_SimEptViolationSinglestep(benchmark::State& state) {

@@ -306,6 +306,13 @@ absl::Status Machine::Impl::UpdateMemoryHook(Vcpu& v, Engine& e) {
   return absl::OkStatus();
 }
 
+absl::Status Machine::Impl::DropStrayException(Vcpu& v) {
+  VMI_ASSIGN_OR_RETURN(sim_internal::CpuContext * ctx, SaveScratch(v));
+  if (!ctx->exception_in_flight()) return absl::OkStatus();
+  ctx->clear_exception_in_flight();
+  return ctx->Restore(v.uc);
+}
+
 absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
   if (!views.Exists(v.book.view)) {
     return absl::InvalidArgumentError(
@@ -322,15 +329,7 @@ absl::Status Machine::Impl::PrepareEngine(Vcpu& v) {
   if (e->applied_epoch != views_epoch) {
     VMI_RETURN_IF_ERROR(sim_internal::ApplyView(*e, ram, options.ram_size, views,
                                                 absl::StrFormat("apply_view(vcpu=%u)", v.index)));
-    // Unicorn's region changes (a split by uc_mem_protect, uc_mem_unmap)
-    // invalidate translated code by walking the range's addresses as virtual
-    // ones, and a walk that misses raises a #PF that goes nowhere but stays
-    // marked in flight: the guest's next real #PF would then become a #DF.
-    VMI_ASSIGN_OR_RETURN(sim_internal::CpuContext * ctx, SaveScratch(v));
-    if (ctx->exception_in_flight()) {
-      ctx->clear_exception_in_flight();
-      VMI_RETURN_IF_ERROR(ctx->Restore(v.uc));
-    }
+    VMI_RETURN_IF_ERROR(DropStrayException(v));
     VMI_RETURN_IF_ERROR(UpdateMemoryHook(v, *e));
     e->applied_epoch = views_epoch;
   }

@@ -295,6 +295,13 @@ struct Machine::Impl {
   Exit AccessExit(Vcpu& v, MemoryAccess access, uint64_t gpa) const;
   // Ends the vCPU's fast single step: back to the view it came from.
   absl::Status EndFastStep(Vcpu& v);
+  // Unicorn's region changes (a split by uc_mem_protect, uc_mem_unmap)
+  // invalidate translated code by walking the range's addresses as virtual
+  // ones; a walk that misses raises a #PF that goes nowhere but stays marked
+  // in flight, and the guest's next real #PF would become a #DF. Called after
+  // a view is applied (an emulation grant re-protects a frame that already is
+  // a region of its own: no split, no walk).
+  absl::Status DropStrayException(Vcpu& v);
 
   // --- hooks ---
   static void HookCode(uc_engine* uc, uint64_t address, uint32_t size, void* user);

@@ -31,6 +31,7 @@
 #include "core/error.h"
 #include "core/event.h"
 #include "core/vmi_core.h"
+#include "utils/interceptor/pages.h"
 
 namespace vmi::utils {
 
@@ -97,22 +98,8 @@ class ExecuteController {
   }
 
   absl::Status RemoveAll(std::optional<View> only = std::nullopt) {
-    absl::Status first;
-    for (auto it = pages_.begin(); it != pages_.end();) {
-      const auto [view_value, gfn_value] = it->first;
-      if (only && only->value() != view_value) {
-        ++it;
-        continue;
-      }
-      absl::Status s = Restore(View(view_value), Gfn(gfn_value), it->second);
-      if (s.ok()) {
-        pages_.erase(it++);
-      } else {
-        if (first.ok()) first = s;
-        ++it;
-      }
-    }
-    return first;
+    return controller_internal::UndoPages(
+        pages_, only, [this](View view, Gfn gfn, Page& page) { return Restore(view, gfn, page); });
   }
 
   bool Contains(View view, Gfn gfn, uint64_t offset) const {
@@ -135,7 +122,7 @@ class ExecuteController {
     MemoryAccessOptions saved_options;
     std::map<uint16_t, uint32_t> references;  // by offset
   };
-  static std::pair<uint16_t, uint64_t> Key(View view, Gfn gfn) { return {view.value(), gfn.value()}; }
+  static controller_internal::PageKey Key(View view, Gfn gfn) { return controller_internal::KeyOf(view, gfn); }
 
   absl::Status Restore(View view, Gfn gfn, const Page& page) {
     return AnnotateStatus(core_.SetMemoryAccessWithOptions(gfn, view, page.saved_access, page.saved_options),
@@ -143,7 +130,7 @@ class ExecuteController {
   }
 
   VmiCore<D>& core_;
-  absl::flat_hash_map<std::pair<uint16_t, uint64_t>, Page> pages_;
+  absl::flat_hash_map<controller_internal::PageKey, Page> pages_;
 };
 
 }  // namespace vmi::utils

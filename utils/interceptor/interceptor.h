@@ -46,6 +46,7 @@
 #include "core/error.h"
 #include "core/event.h"
 #include "core/vmi_core.h"
+#include "utils/interceptor/pages.h"
 
 namespace vmi::utils {
 
@@ -116,22 +117,8 @@ class Interceptor {
 
   // Removes every breakpoint in `view` (in every view when nullopt).
   absl::Status RemoveAll(std::optional<View> only = std::nullopt) {
-    absl::Status first;
-    for (auto it = pages_.begin(); it != pages_.end();) {
-      const auto [view_value, gfn_value] = it->first;
-      if (only && only->value() != view_value) {
-        ++it;
-        continue;
-      }
-      absl::Status s = Unshadow(View(view_value), Gfn(gfn_value), it->second);
-      if (s.ok()) {
-        pages_.erase(it++);
-      } else {
-        if (first.ok()) first = s;
-        ++it;
-      }
-    }
-    return first;
+    return controller_internal::UndoPages(
+        pages_, only, [this](View view, Gfn gfn, Page& page) { return Unshadow(view, gfn, page); });
   }
 
   // Whether the INT3 at `offset` of guest frame `gfn` in `view` is ours.
@@ -202,7 +189,7 @@ class Interceptor {
     // How far a teardown got (so that it can be repeated after an error).
     bool remap_reset = false, access_restored = false;
   };
-  static std::pair<uint16_t, uint64_t> Key(View view, Gfn gfn) { return {view.value(), gfn.value()}; }
+  static controller_internal::PageKey Key(View view, Gfn gfn) { return controller_internal::KeyOf(view, gfn); }
 
   absl::StatusOr<std::vector<uint8_t>> PageBytes(Gfn gfn) {
     std::vector<uint8_t> bytes(Amd64::kPageSize);
@@ -259,7 +246,7 @@ class Interceptor {
   }
 
   VmiCore<D>& core_;
-  absl::flat_hash_map<std::pair<uint16_t, uint64_t>, Page> pages_;
+  absl::flat_hash_map<controller_internal::PageKey, Page> pages_;
 };
 
 }  // namespace vmi::utils

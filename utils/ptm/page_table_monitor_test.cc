@@ -293,21 +293,43 @@ TEST_P(PageTableMonitorTest, HostileTables) {
 INSTANTIATE_TEST_SUITE_P(Levels, PageTableMonitorTest, ::testing::Values(4, 5),
                          [](const auto& info) { return absl::StrCat(info.param, "Level"); });
 
+// A 4-level guest behind a FaultInjectingDriver, a fresh view, a monitor:
+// what each fault case starts from. `code` is the program's entry.
+struct FaultySetup {
+  using Driver = FaultInjectingDriver<sim::SimDriver>;
+  Pa root;
+  Va code;
+  std::shared_ptr<FaultPlan> plan;
+  std::unique_ptr<VmiCore<Driver>> core;
+  View view;
+  std::unique_ptr<PageTableMonitor<Driver>> ptm;
+
+  // `page_cache` false: every walk reads through the driver.
+  static FaultySetup Make(bool page_cache = true) {
+    absl::StatusOr<sim::SimDriver> sim = Boot(4);
+    EXPECT_TRUE(sim.ok()) << sim.status();
+    FaultySetup f;
+    f.root = sim->guest()->space->root();
+    f.code = sim->guest()->program.entry();
+    Driver driver(*std::move(sim));
+    f.plan = driver.shared_plan();
+    f.core = std::make_unique<VmiCore<Driver>>(std::move(driver));
+    if (!page_cache) f.core->page_cache().SetEnabled(false);
+    f.view = *f.core->CreateView(MemoryAccess::RWX());
+    f.ptm = std::make_unique<PageTableMonitor<Driver>>(*f.core);
+    return f;
+  }
+};
+
 // Every protection call failing in turn: Monitor fails with the driver's
 // error and nothing stays protected; a failing restore is retried.
 TEST(PageTableMonitorFaultTest, NothingStaysProtectedAfterAFailure) {
   for (uint64_t nth = 1; nth <= 8; ++nth) {
     for (DriverOp op : {DriverOp::kGetMemoryAccessWithOptions, DriverOp::kSetMemoryAccessWithOptions}) {
-      absl::StatusOr<sim::SimDriver> sim = Boot(4);
-      ASSERT_TRUE(sim.ok());
-      const Pa root = sim->guest()->space->root();
-      const Va code = sim->guest()->program.entry();
-      using Driver = FaultInjectingDriver<sim::SimDriver>;
-      Driver driver(*std::move(sim));
-      std::shared_ptr<FaultPlan> plan = driver.shared_plan();
-      VmiCore<Driver> core(std::move(driver));
-      const View view = *core.CreateView(MemoryAccess::RWX());
-      PageTableMonitor<Driver> ptm(core);
+      FaultySetup f = FaultySetup::Make();
+      auto& [root, code, plan, core_ptr, view, ptm_ptr] = f;
+      VmiCore<FaultySetup::Driver>& core = *core_ptr;
+      PageTableMonitor<FaultySetup::Driver>& ptm = *ptm_ptr;
       plan->FailNth(op, plan->calls(op) + nth, absl::UnavailableError("boom"));
       absl::StatusOr<std::optional<Pa>> r = ptm.Monitor(view, AddressContext(code, root));
       if (nth > 4 && op == DriverOp::kGetMemoryAccessWithOptions) {
@@ -330,17 +352,10 @@ TEST(PageTableMonitorFaultTest, NothingStaysProtectedAfterAFailure) {
   // A driver failing to read a table is an error, not "does not translate":
   // Monitor changes nothing, ProcessDirty keeps the watch and its dirt.
   {
-    absl::StatusOr<sim::SimDriver> sim = Boot(4);
-    ASSERT_TRUE(sim.ok());
-    const Pa root = sim->guest()->space->root();
-    const Va code = sim->guest()->program.entry();
-    using Driver = FaultInjectingDriver<sim::SimDriver>;
-    Driver driver(*std::move(sim));
-    std::shared_ptr<FaultPlan> plan = driver.shared_plan();
-    VmiCore<Driver> core(std::move(driver));
-    core.page_cache().SetEnabled(false);  // every walk reads through the driver
-    const View view = *core.CreateView(MemoryAccess::RWX());
-    PageTableMonitor<Driver> ptm(core);
+    FaultySetup f = FaultySetup::Make(/*page_cache=*/false);  // every walk reads through the driver
+    auto& [root, code, plan, core_ptr, view, ptm_ptr] = f;
+    VmiCore<FaultySetup::Driver>& core = *core_ptr;
+    PageTableMonitor<FaultySetup::Driver>& ptm = *ptm_ptr;
     plan->FailNth(DriverOp::kReadPage, plan->calls(DriverOp::kReadPage) + 2, absl::UnavailableError("boom"));
     absl::StatusOr<std::optional<Pa>> r = ptm.Monitor(view, AddressContext(code, root));
     EXPECT_THAT(std::string(r.status().message()), HasSubstr("boom"));
@@ -358,16 +373,10 @@ TEST(PageTableMonitorFaultTest, NothingStaysProtectedAfterAFailure) {
     EXPECT_TRUE(u->empty());
   }
   // A restore that fails is retried by the next call.
-  absl::StatusOr<sim::SimDriver> sim = Boot(4);
-  ASSERT_TRUE(sim.ok());
-  const Pa root = sim->guest()->space->root();
-  const Va code = sim->guest()->program.entry();
-  using Driver = FaultInjectingDriver<sim::SimDriver>;
-  Driver driver(*std::move(sim));
-  std::shared_ptr<FaultPlan> plan = driver.shared_plan();
-  VmiCore<Driver> core(std::move(driver));
-  const View view = *core.CreateView(MemoryAccess::RWX());
-  PageTableMonitor<Driver> ptm(core);
+  FaultySetup f = FaultySetup::Make();
+  auto& [root, code, plan, core_ptr, view, ptm_ptr] = f;
+  VmiCore<FaultySetup::Driver>& core = *core_ptr;
+  PageTableMonitor<FaultySetup::Driver>& ptm = *ptm_ptr;
   ASSERT_TRUE(ptm.Monitor(view, AddressContext(code, root)).ok());
   plan->FailNth(DriverOp::kSetMemoryAccessWithOptions, plan->calls(DriverOp::kSetMemoryAccessWithOptions) + 2,
                 absl::UnavailableError("boom"));

@@ -105,7 +105,8 @@ class Handler {
                    : "pending breakpoints need a target with views and memory permissions (hidden "
                      "breakpoints); this one has none");
     }
-    absl::Status status = kCanHide && options_.hidden ? ArmHidden(core, root) : ArmAll(core, root);
+    absl::Status status = kCanHide && options_.hidden ? ArmHidden(core, root) : ArmInt3(core, root);
+    if (status.ok()) status = ArmWatches(core, root);
     if (!status.ok()) {
       absl::Status undo = Disarm(core);
       if (!undo.ok()) return AnnotateStatus(status, std::string(undo.message()));
@@ -197,7 +198,7 @@ class Handler {
         ctx.reason());
   }
 
-  // Hidden breakpoints through a reactor; write watches in both views.
+  // Hidden breakpoints through a reactor.
   absl::Status ArmHidden(VmiCore<D>& core, Pa root) {
     if constexpr (kCanHide) {
       if (!options_.breakpoints.empty()) {
@@ -225,28 +226,9 @@ class Handler {
           }
         }
       }
-      for (uint64_t va : options_.write_watches) {
-        VMI_ASSIGN_OR_RETURN(Pa pa, core.Translate(AddressContext(Va(va), root)));
-        const Gfn gfn = Amd64::GfnFromPa(pa);
-        VMI_ASSIGN_OR_RETURN(MemoryAccess original, core.GetMemoryAccess(gfn, kDefaultView));
-        watches_.push_back({Va(va), gfn, original, false, std::nullopt, MemoryAccess(), false});
-        VMI_RETURN_IF_ERROR(core.SetMemoryAccess(gfn, kDefaultView, original - MemoryAccess::W()));
-        watches_.back().armed = true;
-        if (reactor_ != nullptr) {
-          const View view = reactor_->view();
-          VMI_ASSIGN_OR_RETURN(MemoryAccess in_view, core.GetMemoryAccess(gfn, view));
-          watches_.back().view = view;
-          watches_.back().original_in_view = in_view;
-          VMI_RETURN_IF_ERROR(core.SetMemoryAccess(gfn, view, in_view - MemoryAccess::W()));
-          watches_.back().armed_in_view = true;
-        }
-      }
-      if (options_.cr3) {
-        VMI_RETURN_IF_ERROR(core.MonitorEnable(amd64::MonitorControlRegister{amd64::ControlRegister::kCr3}));
-      }
       return absl::OkStatus();
     } else {
-      return ArmAll(core, root);
+      return ArmInt3(core, root);
     }
   }
 
@@ -266,7 +248,8 @@ class Handler {
     if (options_.out != nullptr) *options_.out << line << std::endl;
   }
 
-  absl::Status ArmAll(VmiCore<D>& core, Pa root) {
+  // Breakpoints as INT3s written into guest memory.
+  absl::Status ArmInt3(VmiCore<D>& core, Pa root) {
     for (uint64_t va : options_.breakpoints) {
       VMI_ASSIGN_OR_RETURN(Pa pa, core.Translate(AddressContext(Va(va), root)));
       VMI_ASSIGN_OR_RETURN(uint8_t original, core.ReadU8(AccessContext::Physical(pa)));
@@ -278,13 +261,29 @@ class Handler {
       VMI_RETURN_IF_ERROR(core.MonitorEnable(amd64::MonitorInterrupt{3}));
       VMI_RETURN_IF_ERROR(core.MonitorEnable(amd64::MonitorSingleStep{}));
     }
+    return absl::OkStatus();
+  }
+
+  // Write watches (in the default view, and in the breakpoint view where the
+  // vCPUs run when breakpoints are hidden) and the CR3 monitor.
+  absl::Status ArmWatches(VmiCore<D>& core, Pa root) {
     for (uint64_t va : options_.write_watches) {
       VMI_ASSIGN_OR_RETURN(Pa pa, core.Translate(AddressContext(Va(va), root)));
       const Gfn gfn = Amd64::GfnFromPa(pa);
       VMI_ASSIGN_OR_RETURN(MemoryAccess original, core.GetMemoryAccess(gfn, kDefaultView));
-      watches_.push_back({Va(va), gfn, original, false});
+      watches_.push_back({Va(va), gfn, original, false, std::nullopt, MemoryAccess(), false});
       VMI_RETURN_IF_ERROR(core.SetMemoryAccess(gfn, kDefaultView, original - MemoryAccess::W()));
       watches_.back().armed = true;
+      if constexpr (kCanHide) {
+        if (reactor_ != nullptr) {
+          const View view = reactor_->view();
+          VMI_ASSIGN_OR_RETURN(MemoryAccess in_view, core.GetMemoryAccess(gfn, view));
+          watches_.back().view = view;
+          watches_.back().original_in_view = in_view;
+          VMI_RETURN_IF_ERROR(core.SetMemoryAccess(gfn, view, in_view - MemoryAccess::W()));
+          watches_.back().armed_in_view = true;
+        }
+      }
     }
     if (options_.cr3) {
       VMI_RETURN_IF_ERROR(core.MonitorEnable(amd64::MonitorControlRegister{amd64::ControlRegister::kCr3}));

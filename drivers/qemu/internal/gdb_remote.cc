@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/error.h"
+#include "drivers/qemu/internal/unix_socket.h"
 
 namespace vmi::qemu_internal {
 namespace {
@@ -127,20 +127,7 @@ absl::StatusOr<StopReply> ParseStopReply(absl::string_view p) {
 }
 
 absl::StatusOr<GdbRemote> GdbRemote::ConnectUnix(const std::string& path, absl::Duration timeout) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("gdb stub socket path %s is longer than %u bytes", path, sizeof(addr.sun_path) - 1));
-  }
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoError("socket(AF_UNIX)", errno);
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int err = errno;
-    close(fd);
-    return ErrnoError(absl::StrFormat("connect(%s) to the gdb stub", path), err);
-  }
+  VMI_ASSIGN_OR_RETURN(const int fd, ConnectUnixSocket(path, "the gdb stub"));
   return GdbRemote(fd, timeout);
 }
 

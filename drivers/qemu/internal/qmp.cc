@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,7 @@
 
 #include "absl/strings/str_format.h"
 #include "core/error.h"
+#include "drivers/qemu/internal/unix_socket.h"
 
 namespace vmi::qemu_internal {
 namespace {
@@ -18,19 +18,7 @@ constexpr size_t kMaxMessage = 16 << 20;
 }  // namespace
 
 absl::StatusOr<Qmp> Qmp::ConnectUnix(const std::string& path, absl::Duration timeout) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrFormat("QMP socket path %s is too long", path));
-  }
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoError("socket(AF_UNIX)", errno);
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int err = errno;
-    close(fd);
-    return ErrnoError(absl::StrFormat("connect(%s) to QMP", path), err);
-  }
+  VMI_ASSIGN_OR_RETURN(const int fd, ConnectUnixSocket(path, "QMP"));
   return FromFd(fd, timeout);
 }
 

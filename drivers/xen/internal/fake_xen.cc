@@ -113,30 +113,10 @@ int Decrease(xc_interface*, uint32_t dom, unsigned long nr, unsigned int, xen_pf
   return 0;
 }
 
-// HEADER, one CPU record per vCPU, END.
-std::vector<uint8_t> BuildContext(const FakeXen& f) {
-  std::vector<uint8_t> out;
-  auto put = [&out](uint16_t type, uint16_t instance, const void* data, uint32_t length) {
-    hvm_save_descriptor d{type, instance, length};
-    const auto* p = reinterpret_cast<const uint8_t*>(&d);
-    out.insert(out.end(), p, p + sizeof(d));
-    const auto* q = static_cast<const uint8_t*>(data);
-    if (length > 0) out.insert(out.end(), q, q + length);
-  };
-  hvm_save_header header{};
-  header.magic = HVM_FILE_MAGIC;
-  header.version = HVM_FILE_VERSION;
-  put(HVM_SAVE_CODE(HEADER), 0, &header, sizeof(header));
-  for (size_t i = 0; i < f.cpus.size(); ++i) {
-    put(HVM_SAVE_CODE(CPU), static_cast<uint16_t>(i), &f.cpus[i], sizeof(hvm_hw_cpu));
-  }
-  put(0, 0, nullptr, 0);
-  return out;
-}
 
 int GetContext(xc_interface*, uint32_t dom, uint8_t* buf, uint32_t size) {
   FAKE_CALL("xc_domain_hvm_getcontext", dom);
-  std::vector<uint8_t> ctx = BuildContext(*f);
+  std::vector<uint8_t> ctx = HvmContextBlob(f->cpus);
   if (buf == nullptr) return static_cast<int>(ctx.size());
   if (size < ctx.size()) {
     errno = ENOBUFS;
@@ -668,6 +648,26 @@ absl::StatusOr<XenDriver> XenDriverTestPeer::OpenWithApi(const XenApi* api, uint
 absl::StatusOr<XenDriver> XenDriverTestPeer::Open(const FakeXen& fake, absl::string_view name_or_id,
                                                   XenDriverOptions options) {
   return XenDriver::OpenWith(fake.api(), name_or_id, options);
+}
+
+std::vector<uint8_t> HvmContextBlob(absl::Span<const hvm_hw_cpu> cpus) {
+  std::vector<uint8_t> out;
+  auto put = [&out](uint16_t type, uint16_t instance, const void* data, uint32_t length) {
+    hvm_save_descriptor d{type, instance, length};
+    const auto* p = reinterpret_cast<const uint8_t*>(&d);
+    out.insert(out.end(), p, p + sizeof(d));
+    const auto* q = static_cast<const uint8_t*>(data);
+    if (length > 0) out.insert(out.end(), q, q + length);
+  };
+  hvm_save_header header{};
+  header.magic = HVM_FILE_MAGIC;
+  header.version = HVM_FILE_VERSION;
+  put(HVM_SAVE_CODE(HEADER), 0, &header, sizeof(header));
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    put(HVM_SAVE_CODE(CPU), static_cast<uint16_t>(i), &cpus[i], sizeof(hvm_hw_cpu));
+  }
+  put(0, 0, nullptr, 0);
+  return out;
 }
 
 }  // namespace vmi::xen::xen_internal

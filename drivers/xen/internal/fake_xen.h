@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "drivers/xen/internal/xen_api.h"
 #include "drivers/xen/internal/xen_headers.h"
 #include "drivers/xen/xen_driver.h"
@@ -122,6 +123,10 @@ struct XenDriverTestPeer {
   static absl::StatusOr<XenDriver> OpenWithApi(const XenApi* api, uint32_t domid,
                                                XenDriverOptions options = {});
 };
+
+// An HVM context as xc_domain_hvm_getcontext returns it: HEADER, one CPU
+// record per vCPU (instance = index), END. Shared with SimulatedXen.
+std::vector<uint8_t> HvmContextBlob(absl::Span<const hvm_hw_cpu> cpus);
 
 }  // namespace vmi::xen::xen_internal
 

@@ -372,25 +372,13 @@ struct Impl {
   static int GetContext(xc_interface*, uint32_t dom, uint8_t* buf, uint32_t size) {
     if (!Ours(dom)) return -1;
     sim::Machine& m = *X()->machine_;
-    std::vector<uint8_t> out;
-    auto put = [&out](uint16_t type, uint16_t instance, const void* data, uint32_t length) {
-      hvm_save_descriptor d{type, instance, length};
-      const auto* p = reinterpret_cast<const uint8_t*>(&d);
-      out.insert(out.end(), p, p + sizeof(d));
-      const auto* q = static_cast<const uint8_t*>(data);
-      if (length > 0) out.insert(out.end(), q, q + length);
-    };
-    hvm_save_header header{};
-    header.magic = HVM_FILE_MAGIC;
-    header.version = HVM_FILE_VERSION;
-    put(HVM_SAVE_CODE(HEADER), 0, &header, sizeof(header));
+    std::vector<hvm_hw_cpu> cpus;
     for (uint16_t v = 0; v < m.vcpu_count(); ++v) {
       absl::StatusOr<amd64::Registers> regs = m.GetRegisters(VcpuId(v));
       if (!regs.ok()) return Fail(EIO);
-      const hvm_hw_cpu cpu = CpuRecord(*regs);
-      put(HVM_SAVE_CODE(CPU), v, &cpu, sizeof(cpu));
+      cpus.push_back(CpuRecord(*regs));
     }
-    put(0, 0, nullptr, 0);
+    const std::vector<uint8_t> out = HvmContextBlob(cpus);
     if (buf == nullptr) return static_cast<int>(out.size());
     if (size < out.size()) return Fail(ENOBUFS);
     std::memcpy(buf, out.data(), out.size());
